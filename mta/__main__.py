@@ -1,0 +1,5 @@
+"""python -m mta: the mta command."""
+
+from mta.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""One module per mta admin command: SUMMARY, add_arguments(parser), run(args) -> exit status."""
