@@ -20,7 +20,8 @@ from mta.errors import MtaError
 DEFAULT_CONFIG_DIR = "/etc/postfix"
 
 # Subcommand name -> module under mta.commands. Each module has SUMMARY,
-# add_arguments(parser) and run(args) -> exit status.
+# add_arguments(parser) and run(args) -> exit status; ADD_HELP = False when
+# the command uses -h itself (postconf), leaving --help.
 COMMANDS: dict[str, str] = {
     "postconf": "mta.commands.postconf",
     "postmap": "mta.commands.postmap",
@@ -70,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd = sub.add_parser(
             name, help=module.SUMMARY, description=module.__doc__,
             formatter_class=argparse.RawDescriptionHelpFormatter,
+            add_help=getattr(module, "ADD_HELP", True),
         )
         # SUPPRESS keeps a -c given before the subcommand when none is given after it.
         _add_config_option(cmd, argparse.SUPPRESS)

@@ -1,0 +1,42 @@
+"""Shared fixtures: where the real Debian Postfix 3.7 binaries are, and how to run them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def find_postfix_root() -> Path | None:
+    """The unpacked Debian postfix .deb: $MTA_POSTFIX_ROOT, else .cache/postfix-3.7/root."""
+    candidates = [os.environ.get("MTA_POSTFIX_ROOT"), str(REPO / ".cache/postfix-3.7/root")]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "usr/sbin/postconf").exists():
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture(scope="session")
+def postfix_root() -> Path:
+    """Path of the real Postfix tree; skips locally, fails under CI, when it is missing."""
+    root = find_postfix_root()
+    if root is None:
+        message = "real Postfix not unpacked: run scripts/fetch-postfix.sh"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return root
+
+
+def run_postfix(root: Path, tool: str, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run one of real Postfix's commands (postconf, postmap, postalias) from the unpacked tree."""
+    env = dict(os.environ, LD_LIBRARY_PATH=str(root / "usr/lib/postfix"))
+    env.pop("MAIL_CONFIG", None)
+    return subprocess.run(
+        [str(root / "usr/sbin" / tool), *args],
+        capture_output=True, text=True, env=env, input=input, timeout=60,
+    )
