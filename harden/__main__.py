@@ -1,0 +1,5 @@
+"""python -m harden: the harden command."""
+
+from harden.cli import main
+
+raise SystemExit(main())

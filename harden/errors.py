@@ -1,0 +1,15 @@
+"""HardenError and its children: messages name the actor, the object and the cause."""
+
+from __future__ import annotations
+
+
+class HardenError(Exception):
+    """Root of the automation's own errors."""
+
+
+class ValidationError(HardenError, ValueError):
+    """A configuration did not parse back cleanly; carries the findings."""
+
+    def __init__(self, message: str, findings: list[object]) -> None:
+        super().__init__(message)
+        self.findings = findings
