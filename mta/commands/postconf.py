@@ -99,11 +99,7 @@ def _show(args: argparse.Namespace, cfg: MainConfig, out: "TextOut") -> int:
         names = sorted(n for n in cfg.known_names(_service_names(cfg)) if view.defined(n))
     for name in names:
         value = None
-        if name == "config_directory" and args.config_dir_explicit and not args.defaults \
-                and not cfg.is_set(name):
-            # Postfix reports the directory given with -c or MAIL_CONFIG.
-            value = str(cfg.config_dir)
-        elif view.defined(name):
+        if view.defined(name):
             value = view.get(name) if args.expand else view.raw(name)
         if value is None:
             log.msg_warn(f"{name}: unknown parameter")
@@ -220,13 +216,19 @@ def _show_master(args: argparse.Namespace, cfg: MainConfig, out: TextOut) -> int
     path = cfg.config_dir / "master.cf"
     if not path.exists():
         raise ConfigError(f"open {path}: No such file or directory")
+    # postconf -M shows every row as written, duplicates included (master
+    # itself uses the last one).
     rows = parse_master_cf(
         path,
         compatibility_level=cfg.get("compatibility_level"),
         default_process_limit=cfg.get_int("default_process_limit"),
+        keep_duplicates=True,
     )
     if args.names:
-        rows = select_rows(rows, args.names)
+        try:
+            rows = select_rows(rows, args.names)
+        except ValueError as exc:
+            raise MtaError(f"-M {' '.join(args.names)}: {exc}") from None
     for row in rows:
         out.write(format_row(row, fold=args.fold))
     return 0

@@ -108,3 +108,18 @@ def test_non_default_listing_matches_postfix(tmp_path: Path, postfix_root: Path)
     assert ours.stdout == theirs.stdout
     assert "unused parameter: foo=$bar" in ours.stderr
     assert "unused parameter: foo=$bar" in theirs.stderr
+
+
+SEED_MASTER_CF = Path(__file__).parents[3] / "examples" / "gateway" / "master.cf"
+
+
+@pytest.mark.parametrize("flags", [["-M"], ["-Mf"], ["-M", "smtp/inet", "procmail"], ["-M", "smtp"]])
+def test_master_listing_matches_postfix(tmp_path: Path, postfix_root: Path, flags: list[str]) -> None:
+    """`postconf -M` on the example gateway's master.cf (seed Example 7-20) prints what Postfix prints."""
+    config_dir = make_config_dir(tmp_path, "")
+    (config_dir / "master.cf").write_text(SEED_MASTER_CF.read_text() + "smtp inet n - y - - smtpd\n")
+    theirs = run_postfix(postfix_root, "postconf", "-c", str(config_dir), *flags)
+    ours = run_ours(config_dir, *flags)
+    assert theirs.returncode == 0, theirs.stderr
+    assert ours.returncode == 0, ours.stderr
+    assert ours.stdout == theirs.stdout

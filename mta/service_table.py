@@ -1,0 +1,615 @@
+"""master.cf service table: parse rows as Postfix 3.7 master(8) does and print them as postconf -M does.
+
+Each logical line of master.cf is one service: ``service type private unpriv chroot
+wakeup maxproc command [args...]``. `parse_master_cf()` reads a file into `ServiceRow`
+records with the ``-`` defaults resolved, the command arguments split the way master(8)
+hands them to the daemon, and the ``-o name=value`` overrides the daemon will apply.
+`format_row()` prints a row back byte for byte as ``postconf -M`` (or ``-Mf``) does.
+
+Which program is the model where they differ:
+
+- Syntax checks follow master(8) (``master_ent.c``), plus the ``-o`` checks that every
+  daemon makes at start-up, because a row master(8) or its daemon refuses is a row that
+  does not run. Messages keep master(8)'s wording, prefixed with ``path, line N:``.
+  postconf(1) is laxer (it accepts wakeup ``?`` and ``-?``, a private inet service, a
+  ``-`` command, unbalanced ``{``), and stricter in one place, which is copied: junk
+  after a number (``10x``) is refused, where master(8)'s atoi() would read 10.
+- Printing follows postconf(1) (``postconf_master.c``), quirks included: see
+  `format_row()`.
+
+DUPLICATES. Like master(8), the last definition of a service wins and a warning is
+logged. A service is named by its endpoint, not only by its name: ``foo unix y`` and
+``foo unix n`` are two services (``private/foo`` and ``public/foo``), while
+``smtp inet`` and ``25 inet`` are one. ``postconf -M`` shows every row as written; pass
+``keep_duplicates=True`` for that view.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import posixpath
+import re
+import socket
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from mta.errors import ConfigError
+from mta.log import msg_warn
+
+SERVICE_TYPES = ("inet", "unix", "unix-dgram", "fifo", "pass")
+
+# Commands that deliver on this host. They run as the recipient or a named user and
+# read files outside the queue, so they are never chrooted (master(5), chroot column).
+LOCAL_DELIVERY_COMMANDS = frozenset({"local", "virtual", "pipe"})
+
+DEFAULT_PROCESS_LIMIT = 100
+
+_DIGITS = "0123456789"
+_ISSPACE = " \t\n\v\f\r"  # C isspace(): what makes a line blank or a continuation
+_BLANKS = " \t\r\n"  # master(8)'s field delimiters
+_VALUE_OPTIONS = "imnorst"  # daemon getopt() letters that take a value ("cdDi:lm:n:o:r:s:St:uvVz")
+_COLUMN_GOAL = (0, 11, 17, 25, 33, 41, 49, 57)  # postconf -M column starts
+_LINE_LIMIT = 80  # postconf -Mf folds before this width
+_INDENT = "    "
+
+
+@dataclass(frozen=True)
+class ServiceRow:
+    """One master.cf service, with its ``-`` defaults resolved.
+
+    + service, type: the name (for inet ``[host:]port``) and the transport type.
+    + private, unpriv, chroot: the resolved y/n columns.
+    + wakeup: seconds between wake-up triggers, 0 for never.
+    + wakeup_conditional: the wakeup column ended in ``?`` (no trigger before first use).
+    + maxproc: the process limit, 0 for unlimited.
+    + command: the daemon, relative to daemon_directory.
+    + args: the arguments master(8) passes after its own, ``{ }`` groups unwrapped.
+    + overrides: the ``-o name=value`` settings the daemon applies, in order; a name
+      given twice keeps its first place and its last value.
+    + path, line: where the row was defined (the first line of the logical line).
+    + raw: every field as written, braces kept: the seven columns, the command, the
+      arguments. ``postconf -M`` prints from these, so ``-`` stays ``-``.
+    """
+
+    service: str
+    type: str
+    private: bool
+    unpriv: bool
+    chroot: bool
+    wakeup: int
+    wakeup_conditional: bool
+    maxproc: int
+    command: str
+    args: tuple[str, ...]
+    overrides: dict[str, str] = field(hash=False)
+    path: str
+    line: int
+    raw: tuple[str, ...]
+
+    @property
+    def name_type(self) -> str:
+        """``service/type``, the form ``postconf -M`` and ``-F`` select by."""
+        return f"{self.service}/{self.type}"
+
+    @property
+    def endpoint(self) -> str:
+        """master(8)'s internal name: ``private/foo``, ``public/foo``, ``25`` or ``[::1]:25``.
+
+        A unix, unix-dgram, fifo or pass endpoint is also the socket path relative to
+        queue_directory. An inet port name is turned into its number when the services
+        database knows it; host names are not resolved (master(8) does resolve them).
+        """
+        if self.type != "inet":
+            return f"{'private' if self.private else 'public'}/{self.service}"
+        host, port = inet_service_split(self.service)
+        if not _alldig(port):
+            try:
+                port = str(socket.getservbyname(port, "tcp"))
+            except OSError:
+                pass
+        else:
+            port = str(int(port))
+        if host is None:
+            return port
+        try:
+            host = ipaddress.ip_address(host).compressed
+        except ValueError:
+            host = host.lower()
+        return f"[{host}]:{port}"
+
+
+# LOGICAL LINES. This is readllines(3): a line whose first non-blank character is `#`
+# is a comment, and a blank line is nothing; neither ends a logical line, so they may
+# sit between a line and its continuation. A line that starts with whitespace continues
+# the previous one. The pieces are concatenated as they are (the continuation keeps its
+# leading whitespace), which matters only inside `{ }`: postconf -M shows `{ a⏎  b }`
+# as `a   b`.
+
+
+def logical_lines(text: str, path: str) -> Iterator[tuple[int, str]]:
+    """Yield (first line number, text) for each logical line of a main.cf-style file.
+
+    + text: the file's contents.
+    + path: the file's name, for the warning about a leading continuation line.
+
+    A continuation with nothing before it is dropped with a warning, as Postfix does.
+    """
+    buf = ""
+    first = 0
+    for number, physical in enumerate(text.split("\n"), start=1):
+        content = physical.lstrip(_ISSPACE)
+        if not content or content[0] == "#":
+            continue
+        if physical[0] in _ISSPACE and buf:
+            buf += physical
+            continue
+        if buf:
+            yield from _logical_done(buf, first, path)
+        buf, first = physical, number
+    if buf:
+        yield from _logical_done(buf, first, path)
+
+
+def _logical_done(buf: str, first: int, path: str) -> Iterator[tuple[int, str]]:
+    """Yield a finished logical line, or warn when it starts with whitespace."""
+    if buf[0] in _ISSPACE:
+        more = "..." if len(buf) > 30 else ""
+        msg_warn(f'{path}, line {first}: logical line must not start with whitespace: "{buf[:30]}{more}"')
+        return
+    yield first, buf
+
+
+# FIELDS. The seven columns and the command are split on blanks only (mystrtok); the
+# arguments after them are split outside `{ }` only (mystrtokq), and an argument that
+# starts with `{` is unwrapped (extpar): the braces go, and so do blanks next to them.
+
+
+def _token(text: str, pos: int, grouped: bool) -> tuple[str | None, int]:
+    """Return the next field from pos and the position after it (None at the end)."""
+    while pos < len(text) and text[pos] in _BLANKS:
+        pos += 1
+    if pos == len(text):
+        return None, pos
+    start, level = pos, 0
+    while pos < len(text):
+        ch = text[pos]
+        if grouped and ch == "{":
+            level += 1
+        elif grouped and level > 0 and ch == "}":
+            level -= 1
+        elif level == 0 and ch in _BLANKS:
+            break
+        pos += 1
+    return text[start:pos], pos
+
+
+def _extpar(text: str) -> tuple[str, str | None]:
+    """Unwrap ``{ text }``; return the text and an error (None when balanced)."""
+    level = 0
+    end = 0
+    for end, ch in enumerate(text):
+        if ch == "{":
+            level += 1
+        elif ch == "}":
+            level -= 1
+            if level == 0:
+                break
+    else:
+        return text[1:].strip(_ISSPACE), f"missing '}}' in \"{text}\""
+    err = f"syntax error after '}}' in \"{text}\"" if end + 1 < len(text) else None
+    return text[1:end].strip(_ISSPACE), err
+
+
+def _split_nameval(text: str) -> tuple[str, str] | str:
+    """Split ``name = value`` as split_nameval(3) does; return (name, value) or an error."""
+    stripped = text.lstrip(_ISSPACE)
+    if not stripped or stripped[0] == "=":
+        return "missing attribute name"
+    match = re.match(rf"([^{_ISSPACE}=]+)[{_ISSPACE}]*=(.*)", stripped, re.DOTALL)
+    if match is None:
+        return "missing '=' after attribute name"
+    return match.group(1), match.group(2).strip(_ISSPACE)
+
+
+# INET SERVICE NAMES. host_port(3) with no default host or port: `port`, `host:port`,
+# `:port`, `[addr]:port`, `[ipv6:addr]:port`. Host names are checked for syntax only.
+
+
+def inet_service_split(name: str) -> tuple[str | None, str]:
+    """Split an inet service name ``[host:]port`` into (host, port); host None means all.
+
+    + name: the service column of an inet row.
+
+    Raises ValueError with host_port(3)'s reason, e.g. ``missing service information``.
+
+    >>> inet_service_split("[::1]:10025")
+    ('::1', '10025')
+    >>> inet_service_split("smtp")
+    (None, 'smtp')
+    """
+    host: str | None
+    if name.startswith("["):
+        rest = name[1:]
+        ipv6 = rest[:5].lower() == "ipv6:"
+        if ipv6:
+            rest = rest[5:]
+        host, bracket, rest = rest.partition("]")
+        if not bracket:
+            raise ValueError('missing "]"')
+        if rest and rest[0] != ":":
+            raise ValueError('garbage after "]"')
+        if ipv6 and not _valid_ipv6(host):
+            raise ValueError("malformed IPv6 address")
+        port = rest[1:] or None
+    elif ":" in name:
+        host, _, port_text = name.rpartition(":")
+        port = port_text or None
+    else:
+        host, port = "", name
+    if port is None:
+        raise ValueError("missing service information")
+    # An omitted host means all; "[]" is a host, and not a valid one.
+    if (host or name.startswith("[")) and not (_valid_hostname(host) or _valid_hostaddr(host)):
+        raise ValueError("valid hostname or network address required")
+    if port[0] in _DIGITS and not _alldig(port):
+        raise ValueError("garbage after numerical service")
+    return host or None, port
+
+
+def _alldig(text: str) -> bool:
+    """ASCII digits only, and at least one (str.isdigit() also takes other scripts' digits)."""
+    return bool(text) and all(ch in _DIGITS for ch in text)
+
+
+def _valid_hostname(name: str) -> bool:
+    """valid_hostname(3): labels of letters, digits and `_`, inner hyphens, not all digits."""
+    if len(name) > 255 or not re.fullmatch(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+                                           r"(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*", name):
+        return False
+    return not re.fullmatch(r"[0-9.]+", name)
+
+
+def _valid_hostaddr(addr: str) -> bool:
+    """valid_hostaddr(3): a dotted quad, or an IPv6 address when there is a colon."""
+    if ":" in addr:
+        return _valid_ipv6(addr)
+    parts = addr.split(".")
+    return len(parts) == 4 and all(_alldig(p) and int(p) <= 255 for p in parts)
+
+
+def _valid_ipv6(addr: str) -> bool:
+    """An IPv6 address without a zone suffix."""
+    try:
+        ipaddress.IPv6Address(addr)
+    except ValueError:
+        return False
+    return "%" not in addr
+
+
+# ROW PARSING, in get_master_ent()'s order, so the first error reported is master(8)'s.
+
+
+def compatibility_chroot(compatibility_level: str | int) -> bool:
+    """Return the chroot column's ``-`` default: y below compatibility level 1, else n.
+
+    + compatibility_level: main.cf's value, e.g. ``"0"`` (an empty main.cf) or ``"3.6"``.
+    """
+    text = str(compatibility_level).strip()
+    if not re.fullmatch(r"[0-9]+(\.[0-9]+){0,2}", text):
+        raise ConfigError(f'bad compatibility_level value: "{compatibility_level}"')
+    return int(text.split(".")[0]) < 1
+
+
+class _Fields:
+    """The unread rest of one logical line, with master(8)'s per-field checks."""
+
+    def __init__(self, text: str, path: str, line: int) -> None:
+        self.text, self.pos, self.path, self.line = text, 0, path, line
+        self.raw: list[str] = []
+
+    def error(self, reason: str) -> ConfigError:
+        return ConfigError(reason, self.path, self.line)
+
+    def next(self, label: str) -> str:
+        value, self.pos = _token(self.text, self.pos, grouped=False)
+        if value is None:
+            raise self.error(f'missing "{label}" field')
+        self.raw.append(value)
+        return value
+
+    def flag(self, label: str, default: bool) -> bool:
+        value = self.next(label)
+        if value in ("y", "n"):
+            return value == "y"
+        if value == "-":
+            return default
+        raise self.error(f'field "{label}": bad value: "{value}"')
+
+    def number(self, label: str, default: int, condition: bool = False) -> str:
+        value = self.next(label)
+        if value == "-":
+            return str(default)
+        if not re.fullmatch(r"[0-9]+\??" if condition else r"[0-9]+", value):
+            raise self.error(f'field "{label}": bad value: "{value}"')
+        return value
+
+
+def row_parse(text: str, path: str = "master.cf", line: int = 1, compatibility_level: str | int = "0",
+              default_process_limit: int = DEFAULT_PROCESS_LIMIT) -> ServiceRow:
+    """Parse one logical master.cf line into a ServiceRow; raise ConfigError if it is bad.
+
+    + text: the logical line (continuations already joined).
+    + path, line: where it came from, for messages and for the row.
+    + compatibility_level: decides the chroot default (see `compatibility_chroot`).
+    + default_process_limit: the maxproc default.
+    """
+    fields = _Fields(text, path, line)
+    service = fields.next("service")
+    kind = fields.next("transport type")
+    if kind == "-":
+        raise fields.error('field "transport type" has no default value')
+    if kind not in SERVICE_TYPES:
+        raise fields.error(f"bad transport type: {kind}")
+    if kind == "inet":
+        try:
+            inet_service_split(service)
+        except ValueError as exc:
+            raise fields.error(f'{exc} in "{service}"') from None
+    private = fields.flag("private", True)
+    if kind == "inet" and private:
+        raise fields.error("inet service cannot be private")
+    unpriv = fields.flag("unprivileged", True)
+    chroot = fields.flag("chroot", compatibility_chroot(compatibility_level))
+    wakeup_text = fields.number("wakeup_time", 0, condition=True)
+    wakeup = int(wakeup_text.rstrip("?"))
+    maxproc = int(fields.number("max_proc", default_process_limit))
+    command = fields.next("command")
+    if command == "-":
+        raise fields.error('field "command" has no default value')
+    args: list[str] = []
+    while (arg := _token(text, fields.pos, grouped=True))[0] is not None:
+        token, fields.pos = arg
+        fields.raw.append(token)
+        if token.startswith("{"):
+            token, err = _extpar(token)
+            if err:
+                raise fields.error(err)
+        args.append(token)
+    return ServiceRow(service=service, type=kind, private=private, unpriv=unpriv, chroot=chroot,
+                      wakeup=wakeup, wakeup_conditional=wakeup > 0 and wakeup_text.endswith("?"),
+                      maxproc=maxproc, command=command, args=tuple(args),
+                      overrides=_overrides(args, fields), path=path, line=line, raw=tuple(fields.raw))
+
+
+def _overrides(args: list[str], fields: _Fields) -> dict[str, str]:
+    """Collect ``-o name=value`` the way the daemon's getopt("+...") loop sees them.
+
+    Options end at the first non-option or at ``--``. A ``-o`` value that is not
+    ``name=value`` stops the daemon at start-up, so it is a ConfigError here.
+    """
+    overrides: dict[str, str] = {}
+    i = 0
+    while i < len(args) and len(args[i]) > 1 and args[i][0] == "-" and args[i] != "--":
+        arg = args[i]
+        for j in range(1, len(arg)):
+            if arg[j] not in _VALUE_OPTIONS:
+                continue
+            value = arg[j + 1:]
+            if not value:
+                if i + 1 == len(args):
+                    raise fields.error(f"option requires an argument -- '{arg[j]}'")
+                i += 1
+                value = args[i]
+            if arg[j] == "o":
+                pair = _split_nameval(value)
+                if isinstance(pair, str):
+                    raise fields.error(f'invalid "-o {value}" option value: {pair}')
+                # The daemon sets whatever name it is given; "-o{a=b}" sets "{a" to "b}",
+                # since master(8) unwraps only an argument that starts with "{".
+                if not re.fullmatch(r"\w+", pair[0], re.ASCII):
+                    msg_warn(f'{fields.path}, line {fields.line}: "-o {value}": '
+                             f'"{pair[0]}" is not a parameter name')
+                overrides[pair[0]] = pair[1]
+            break
+        i += 1
+    return overrides
+
+
+# THE TABLE
+
+
+def parse_master_text(text: str, path: str = "master.cf", compatibility_level: str | int = "0",
+                      default_process_limit: int = DEFAULT_PROCESS_LIMIT,
+                      keep_duplicates: bool = False) -> list[ServiceRow]:
+    """Parse master.cf text into rows, in file order.
+
+    + text: the file's contents.
+    + path: the name used in messages and recorded in each row.
+    + compatibility_level: main.cf's compatibility_level; below 1 chroot ``-`` means y.
+    + default_process_limit: main.cf's default_process_limit, the maxproc default.
+    + keep_duplicates: return every row as written (``postconf -M``'s view) instead of
+      letting the last definition of an endpoint replace the earlier one in its place.
+    """
+    rows: list[ServiceRow] = []
+    where: dict[tuple[str, str], int] = {}
+    for line, logical in logical_lines(text, path):
+        row = row_parse(logical, path, line, compatibility_level, default_process_limit)
+        key = (row.type, row.endpoint)
+        if keep_duplicates or key not in where:
+            where[key] = len(rows)
+            rows.append(row)
+            continue
+        old = rows[where[key]]
+        msg_warn(f'{path}, line {line}: duplicate master.cf entry for service "{old.service}" '
+                 f"({row.endpoint}) -- using the last entry")
+        rows[where[key]] = row
+    return rows
+
+
+def parse_master_cf(path: str | os.PathLike[str], compatibility_level: str | int = "0",
+                    default_process_limit: int = DEFAULT_PROCESS_LIMIT,
+                    keep_duplicates: bool = False) -> list[ServiceRow]:
+    """Read a master.cf file; see `parse_master_text` for the arguments.
+
+    Raises ConfigError when the file cannot be read or a row is bad.
+    """
+    name = os.fspath(path)
+    try:
+        with open(name, encoding="utf-8", errors="surrogateescape", newline="") as fp:
+            text = fp.read()
+    except OSError as exc:
+        raise ConfigError(f"open {name}: {exc.strerror}") from exc
+    return parse_master_text(text, name, compatibility_level, default_process_limit, keep_duplicates)
+
+
+def find(rows: Iterable[ServiceRow], name: str, type: str) -> ServiceRow | None:
+    """Return the last row with this service name and type, or None.
+
+    + rows: parsed rows.
+    + name, type: e.g. ``"smtp", "inet"``.
+    """
+    found = None
+    for row in rows:
+        if row.service == name and row.type == type:
+            found = row
+    return found
+
+
+def select_rows(rows: Iterable[ServiceRow], patterns: Iterable[str]) -> list[ServiceRow]:
+    """Select rows as ``postconf -M pattern...`` does.
+
+    + rows: parsed rows, in the order to report them.
+    + patterns: ``name`` or ``name/type``; ``*`` alone matches anything.
+
+    A row is listed once for each pattern it matches. A pattern that matches nothing
+    logs ``unmatched request: "pattern"``. A malformed pattern (empty, starting with
+    ``/``, three parts, ``*`` inside a word) raises ValueError.
+    """
+    parsed: list[tuple[str, list[str]]] = []
+    for pattern in patterns:
+        parts = [part for part in pattern.split("/") if part]
+        if (pattern.startswith("/") or not 1 <= len(parts) <= 2
+                or any("*" in part and part != "*" for part in parts)):
+            raise ValueError(f'bad service pattern "{pattern}": -M option requires service_name[/type]')
+        parsed.append((pattern, parts + ["*"] * (2 - len(parts))))
+    if not parsed:
+        return list(rows)
+    selected: list[ServiceRow] = []
+    hits = {pattern: 0 for pattern, _ in parsed}
+    for row in rows:
+        for pattern, (name, kind) in parsed:
+            if name in ("*", row.service) and kind in ("*", row.type):
+                hits[pattern] += 1
+                selected.append(row)
+    for pattern, count in hits.items():
+        if count == 0:
+            msg_warn(f'unmatched request: "{pattern}"')
+    return selected
+
+
+def delivers_locally(row: ServiceRow) -> bool:
+    """True when the row's command is local, virtual or pipe: never chroot these.
+
+    + row: a parsed row; the command's basename is compared, as master(8) names processes.
+    """
+    return posixpath.basename(row.command) in LOCAL_DELIVERY_COMMANDS
+
+
+# PRINTING, as postconf(1)'s pcf_normalize_daemon_args() and pcf_print_master_entry().
+
+
+def _postconf_args(raw_args: Iterable[str]) -> list[str]:
+    """Normalise raw arguments as postconf does before printing them.
+
+    ``-vo x=y`` becomes ``-v -o x=y``, ``-ox=y`` becomes ``-o x=y``, and ``-o { x = y }``
+    becomes ``-o x=y``; after the options, ``{ a b }`` becomes ``a b``.
+    """
+    argv = list(raw_args)
+    i = 0
+    while i < len(argv) and argv[i].startswith("-") and argv[i] != "--":
+        arg = argv[i]
+        split = arg.find("o", 2)
+        if split != -1:
+            argv[i:i + 1] = [arg[:split], "-" + arg[split:]]
+            arg = argv[i]
+        # C's strchr("o", arg[1]) also matches the NUL of a lone "-", so "-" takes a value.
+        if arg[1:2] not in ("o", ""):
+            i += 1
+            continue
+        if len(arg) > 2:
+            argv[i:i + 1] = [arg[:2], arg[2:]]
+        if i + 1 < len(argv):
+            i += 1
+            if argv[i].startswith("{"):
+                argv[i] = _extpar(argv[i])[0]
+                pair = _split_nameval(argv[i]) if argv[i - 1][1:2] == "o" else None
+                if isinstance(pair, tuple):
+                    argv[i] = f"{pair[0]}={pair[1]}"
+        i += 1
+    return argv[:i] + [_extpar(arg)[0] if arg.startswith("{") else arg for arg in argv[i:]]
+
+
+def _has_blank(text: str) -> bool:
+    return any(ch in _BLANKS for ch in text)
+
+
+def format_row(row: ServiceRow, fold: bool = False) -> str:
+    """Return the row as ``postconf -M`` prints it (``postconf -Mf`` when fold), no newline.
+
+    + row: a parsed row; its raw fields are printed, so ``-`` stays ``-``.
+    + fold: wrap the arguments before column 80 onto lines indented by four spaces.
+
+    The columns start at 0, 11, 17, 25, 33, 41, 49 and 57, with at least one space
+    between them. Each ``-o name=value`` goes on its own line when folding. Arguments
+    with blanks are shown in ``{ }``, except the first non-option argument: postconf
+    decides the braces for that one before it knows it is not an option.
+    """
+    out: list[str] = []
+    length = 0
+    for goal, text in zip(_COLUMN_GOAL, row.raw[:8]):
+        if length > 0:
+            pad = max(1, goal - length)
+            out.append(" " * pad)
+            length += pad
+        out.append(text)
+        length += len(text)
+    argv = _postconf_args(row.raw[8:])
+    in_options = True
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        width = len(arg)
+        value: str | None = None
+        braces = False
+        if in_options:
+            if not arg.startswith("-") or arg == "--":
+                in_options = False
+            elif arg[1:2] in ("o", "") and i + 1 < len(argv):
+                value = argv[i + 1]
+                length = _LINE_LIMIT  # an option with a value starts a line
+                braces = _has_blank(value)
+                width += len(value) + 3 + (2 if braces else 0)
+        else:
+            braces = _has_blank(arg)
+        if length > len(_INDENT):
+            if not fold or length + 1 + width < _LINE_LIMIT:
+                out.append(" ")
+                length += 1
+            else:
+                out.append("\n" + _INDENT)
+                length = len(_INDENT)
+        shown = f"{{{arg}}}" if not in_options and braces else arg
+        out.append(shown)
+        length += len(shown)
+        if value is not None:
+            out.append(f" {{{value}}}" if braces else f" {value}")
+            length = _LINE_LIMIT  # and ends it
+            i += 1
+        i += 1
+    return "".join(out)
+
+
+def format_table(rows: Iterable[ServiceRow], fold: bool = False) -> str:
+    """Return rows as ``postconf -M`` (``-Mf`` when fold) prints them, a newline after each."""
+    return "".join(format_row(row, fold) + "\n" for row in rows)
