@@ -314,6 +314,9 @@ class MainConfig:
 
     def default(self, name: str) -> str | None:
         """The default (raw) value of name, computing derived ones; None for an unknown name."""
+        if name == "config_directory" and not self.defaults_only:
+            # Like Postfix, the directory in use (-c, MAIL_CONFIG) is config_directory.
+            return str(self.config_dir)
         if name in _defaults.DEFAULTS:
             return _defaults.DEFAULTS[name]
         if name == "myhostname":
@@ -366,16 +369,17 @@ class MainConfig:
         try:
             return self._expander.value(name)
         except ConfigError as exc:
-            raise ConfigError(f"{name}: {exc.reason}", self._where(name)) from None
+            raise ConfigError(f"{name}: {exc.reason}", *self._where(name)) from None
 
-    def _where(self, name: str) -> str:
+    def _where(self, name: str) -> tuple[str, int | None]:
+        """(file, line) of name's definition, for messages; just main.cf for a default."""
         definition = self.parsed.definitions.get(name)
         if definition is not None and not self.defaults_only:
-            return f"{definition.path}, line {definition.line}"
-        return self.path
+            return definition.path, definition.line
+        return self.path, None
 
     def _bad(self, name: str, what: str) -> ConfigError:
-        return ConfigError(f"bad {what} configuration: {name} = {self.raw(name)}", self._where(name))
+        return ConfigError(f"bad {what} configuration: {name} = {self.raw(name)}", *self._where(name))
 
     def get_list(self, name: str) -> list[str]:
         """The expanded value split into entries; match lists also read ``/file/name`` entries.
@@ -404,13 +408,13 @@ class MainConfig:
                 out.append(item)
                 continue
             if target in _seen:
-                raise ConfigError(f"{name}: file {target} includes itself", self._where(name))
+                raise ConfigError(f"{name}: file {target} includes itself", *self._where(name))
             try:
                 with open(target, encoding="utf-8", errors="surrogateescape") as fh:
                     lines = fh.read().splitlines()
             except OSError as exc:
                 raise ConfigError(
-                    f"{name}: open file {target}: {os.strerror(exc.errno or 0)}", self._where(name)
+                    f"{name}: open file {target}: {os.strerror(exc.errno or 0)}", *self._where(name)
                 ) from None
             entries: list[str] = []
             for _, text in logical_lines(lines, target):
@@ -459,9 +463,9 @@ class MainConfig:
 
     def _check_range(self, name: str, number: int, minimum: int | None, maximum: int | None) -> None:
         if minimum is not None and number < minimum:
-            raise ConfigError(f"invalid {name} parameter value {number} < {minimum}", self._where(name))
+            raise ConfigError(f"invalid {name} parameter value {number} < {minimum}", *self._where(name))
         if maximum is not None and number > maximum:
-            raise ConfigError(f"invalid {name} parameter value {number} > {maximum}", self._where(name))
+            raise ConfigError(f"invalid {name} parameter value {number} > {maximum}", *self._where(name))
 
     # -- derived views -------------------------------------------------------
 
