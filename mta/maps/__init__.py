@@ -23,10 +23,15 @@ class Map:
     + fold_case: True for fixed-string tables (hash, inline, cidr keys are IPs);
       the caller's key is lowercased before lookup, as Postfix does. False for
       regexp and pcre, which match the key as given.
+    + fixed: True when keys are fixed strings (hash, inline, static). Pattern
+      tables (regexp, pcre, cidr) set it False: smtpd-style searches give them
+      only the full key, never the partial keys (parent domains, user@,
+      truncated networks), as Postfix's DICT_FLAG_FIXED does.
     """
 
     type_name: str = ""
     fold_case: bool = True
+    fixed: bool = True
 
     def __init__(self, spec: str) -> None:
         self.spec = spec
@@ -45,6 +50,11 @@ class Map:
 # type name -> "module:Class"; the class takes (spec, name, cfg).
 MAP_TYPES: dict[str, str] = {
     "hash": "mta.maps.hash:HashMap",
+    "regexp": "mta.maps.regexp:RegexpMap",
+    "pcre": "mta.maps.regexp:PcreMap",
+    "cidr": "mta.maps.cidr:CidrMap",
+    "inline": "mta.maps.inline:InlineMap",
+    "static": "mta.maps.inline:StaticMap",
 }
 
 
