@@ -28,6 +28,22 @@ class _PostfixFormatter(logging.Formatter):
         return f"{self.program}: {prefix}{record.getMessage()}"
 
 
+class _StderrHandler(logging.Handler):
+    """Writes each record to a given stream, or to whatever sys.stderr is at that moment."""
+
+    def __init__(self, stream: TextIO | None) -> None:
+        super().__init__()
+        self._stream = stream
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            stream = self._stream if self._stream is not None else sys.stderr
+            stream.write(self.format(record) + "\n")
+            stream.flush()
+        except Exception:  # noqa: BLE001 - logging must never take the program down
+            self.handleError(record)
+
+
 def setup_stderr(program: str, stream: TextIO | None = None, verbose: bool = False) -> None:
     """Send the MTA's messages to stderr, prefixed with the program name (e.g. ``mta/postmap``).
 
@@ -37,7 +53,7 @@ def setup_stderr(program: str, stream: TextIO | None = None, verbose: bool = Fal
     """
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler = _StderrHandler(stream)
     handler.setFormatter(_PostfixFormatter(program))
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)

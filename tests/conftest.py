@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import logging
 import subprocess
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -40,3 +42,14 @@ def run_postfix(root: Path, tool: str, *args: str, input: str | None = None) -> 
         [str(root / "usr/sbin" / tool), *args],
         capture_output=True, text=True, env=env, input=input, timeout=60,
     )
+
+
+@pytest.fixture(autouse=True)
+def _restore_mta_logger() -> Iterator[None]:
+    """mta.cli.main() installs a stderr handler on the mta logger; undo that after each test."""
+    logger = logging.getLogger("mta")
+    saved = (list(logger.handlers), logger.propagate, logger.level)
+    yield
+    logger.handlers[:] = saved[0]
+    logger.propagate = saved[1]
+    logger.setLevel(saved[2])

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import pwd
 import stat
-import sys
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -41,20 +40,10 @@ HOST = "mail.example.test"
 NOW = 1_700_000_000
 
 
-class _CurrentStderr:
-    """Writes to whatever sys.stderr is at write time (capsys swaps it after fixture setup)."""
-
-    def write(self, text: str) -> int:
-        return sys.stderr.write(text)
-
-    def flush(self) -> None:
-        sys.stderr.flush()
-
-
 @pytest.fixture
 def stderr(capsys: pytest.CaptureFixture[str]) -> Iterator[pytest.CaptureFixture[str]]:
     """Send mta log messages to the captured stderr, prefixed ``test: ``."""
-    log.setup_stderr("test", stream=_CurrentStderr())  # type: ignore[arg-type]
+    log.setup_stderr("test")
     yield capsys
 
 

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import grp
 import io
-import logging
 import os
 import pwd
 import stat
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -32,17 +30,6 @@ def mta(capsys: pytest.CaptureFixture[str], cfg: Path, *argv: str,
     status = cli.main(["-c", str(cfg), "postmap", *argv])
     out, err = capsys.readouterr()
     return status, out, err
-
-
-@pytest.fixture(autouse=True)
-def _restore_mta_logger() -> Iterator[None]:
-    """cli.main() points the mta logger at this test's captured stderr; undo that afterwards."""
-    logger = logging.getLogger("mta")
-    saved = (list(logger.handlers), logger.propagate, logger.level)
-    yield
-    logger.handlers[:] = saved[0]
-    logger.propagate = saved[1]
-    logger.setLevel(saved[2])
 
 
 @pytest.fixture
