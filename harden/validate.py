@@ -22,7 +22,7 @@ from mta.log import logger as mta_logger
 from mta.maps import split_spec
 from mta.maps.hash import hash_db_path
 from mta.maps.source import source_read
-from mta.service_table import parse_master_cf
+from mta.service_table import parse_master_cf, service_names
 
 
 @dataclass(frozen=True)
@@ -83,17 +83,10 @@ def _check_main_cf(cfg: MainConfig) -> list[Finding]:
                 cfg.get_list(name)
         except ConfigError as exc:
             findings.append(_from_error(exc, cfg.path))
-    for definition in cfg.unused(_service_names(cfg)):
+    for definition in cfg.unused(service_names(cfg.config_dir / "master.cf")):
         findings.append(Finding("warning", definition.path,
                                 f"unused parameter: {definition.name}={definition.value}", definition.line))
     return findings
-
-
-def _service_names(cfg: MainConfig) -> list[str]:
-    try:
-        return [row.service for row in parse_master_cf(cfg.config_dir / "master.cf")]
-    except (ConfigError, OSError):
-        return []
 
 
 def _table_specs(cfg: MainConfig) -> tuple[list[str], list[str]]:

@@ -463,6 +463,18 @@ def parse_master_cf(path: str | os.PathLike[str], compatibility_level: str | int
     return parse_master_text(text, name, compatibility_level, default_process_limit, keep_duplicates)
 
 
+def service_names(path: str | os.PathLike[str]) -> list[str]:
+    """Service names in a master.cf, for per-transport parameter names; [] when it is missing or broken.
+
+    Callers that must report a broken master.cf parse it themselves; this one
+    only answers "which transports exist" for postconf's unused-parameter check.
+    """
+    try:
+        return [row.service for row in parse_master_cf(path)]
+    except (ConfigError, OSError):
+        return []
+
+
 def find(rows: Iterable[ServiceRow], name: str, type: str) -> ServiceRow | None:
     """Return the last row with this service name and type, or None.
 

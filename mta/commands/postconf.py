@@ -28,8 +28,9 @@ import tempfile
 from pathlib import Path
 
 from mta import log
-from mta.config import MAIN_CF, MainConfig, load_config, logical_lines, warn_all
+from mta.config import MAIN_CF, MainConfig, load_config, warn_all
 from mta.errors import ConfigError, MtaError
+from mta.service_table import format_row, parse_master_cf, select_rows, service_names
 
 SUMMARY = "show or edit main.cf parameters and master.cf services (Postfix's postconf)"
 ADD_HELP = False  # -h means "values only", as in Postfix; help is --help
@@ -68,35 +69,25 @@ def format_param(name: str, value: str, values_only: bool) -> str:
 
 def _service_names(cfg: MainConfig) -> list[str]:
     """master.cf service names, which make per-transport parameters valid."""
-    try:
-        from mta.service_table import parse_master_cf
-    except ImportError:  # pragma: no cover - the module ships with the package
-        return []
-    path = cfg.config_dir / "master.cf"
-    if not path.exists():
-        return []
-    try:
-        return [row.service for row in parse_master_cf(path)]
-    except ConfigError:
-        return []
+    return service_names(cfg.config_dir / "master.cf")
 
 
-def _warn_unused(cfg: MainConfig) -> None:
-    for definition in cfg.unused(_service_names(cfg)):
+def _warn_unused(cfg: MainConfig, services: list[str]) -> None:
+    for definition in cfg.unused(services):
         log.msg_warn(f"{cfg.path}: unused parameter: {definition.name}={definition.value}")
 
 
-def _show(args: argparse.Namespace, cfg: MainConfig, out: "TextOut") -> int:
+def _show(args: argparse.Namespace, cfg: MainConfig, services: list[str], out: "TextOut") -> int:
     view = cfg.defaults_view() if args.defaults else cfg
     if args.names:
         names = list(args.names)
     elif args.non_default:
-        known = cfg.known_names(_service_names(cfg))
+        known = cfg.known_names(services)
         names = sorted(n for n in cfg.parsed.definitions if n in known)
         if args.config_dir_explicit and "config_directory" not in names:
             names = sorted(names + ["config_directory"])
     else:
-        names = sorted(n for n in cfg.known_names(_service_names(cfg)) if view.defined(n))
+        names = sorted(n for n in cfg.known_names(services) if view.defined(n))
     for name in names:
         value = None
         if view.defined(name):
@@ -211,8 +202,6 @@ def _replace_file(path: Path, text: str) -> None:
 
 
 def _show_master(args: argparse.Namespace, cfg: MainConfig, out: TextOut) -> int:
-    from mta.service_table import format_row, parse_master_cf, select_rows
-
     path = cfg.config_dir / "master.cf"
     if not path.exists():
         raise ConfigError(f"open {path}: No such file or directory")
@@ -261,9 +250,10 @@ def run(args: argparse.Namespace) -> int:
     if args.master:
         status = _show_master(args, cfg, out)
     else:
-        status = _show(args, cfg, out)
+        services = _service_names(cfg)
+        status = _show(args, cfg, services, out)
         if not args.defaults:
-            _warn_unused(cfg)
+            _warn_unused(cfg, services)
     out.flush()
     return status
 
