@@ -1,10 +1,10 @@
-"""master.cf service table: parse rows as Postfix 3.7 master(8) does and print them as postconf -M does.
+"""master.cf service table: parse rows as Postfix 3.7 master(8) does.
 
 Each logical line of master.cf is one service: ``service type private unpriv chroot
 wakeup maxproc command [args...]``. `parse_master_cf()` reads a file into `ServiceRow`
 records with the ``-`` defaults resolved, the command arguments split the way master(8)
 hands them to the daemon, and the ``-o name=value`` overrides the daemon will apply.
-`format_row()` prints a row back byte for byte as ``postconf -M`` (or ``-Mf``) does.
+`mta.service_format` prints a row back byte for byte as ``postconf -M`` (or ``-Mf``) does.
 
 Which program is the model where they differ:
 
@@ -15,7 +15,7 @@ Which program is the model where they differ:
   ``-`` command, unbalanced ``{``), and stricter in one place, which is copied: junk
   after a number (``10x``) is refused, where master(8)'s atoi() would read 10.
 - Printing follows postconf(1) (``postconf_master.c``), quirks included: see
-  `format_row()`.
+  `mta.service_format.format_row()`.
 
 DUPLICATES. Like master(8), the last definition of a service wins and a warning is
 logged. A service is named by its endpoint, not only by its name: ``foo unix y`` and
@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 from mta.errors import ConfigError
 from mta.log import msg_warn
+from mta.service_address import _alldig, inet_service_split
 
 SERVICE_TYPES = ("inet", "unix", "unix-dgram", "fifo", "pass")
 
@@ -45,13 +46,9 @@ LOCAL_DELIVERY_COMMANDS = frozenset({"local", "virtual", "pipe"})
 
 DEFAULT_PROCESS_LIMIT = 100
 
-_DIGITS = "0123456789"
 _ISSPACE = " \t\n\v\f\r"  # C isspace(): what makes a line blank or a continuation
 _BLANKS = " \t\r\n"  # master(8)'s field delimiters
 _VALUE_OPTIONS = "imnorst"  # daemon getopt() letters that take a value ("cdDi:lm:n:o:r:s:St:uvVz")
-_COLUMN_GOAL = (0, 11, 17, 25, 33, 41, 49, 57)  # postconf -M column starts
-_LINE_LIMIT = 80  # postconf -Mf folds before this width
-_INDENT = "    "
 
 
 @dataclass(frozen=True)
@@ -212,81 +209,6 @@ def _split_nameval(text: str) -> tuple[str, str] | str:
     return match.group(1), match.group(2).strip(_ISSPACE)
 
 
-# INET SERVICE NAMES. host_port(3) with no default host or port: `port`, `host:port`,
-# `:port`, `[addr]:port`, `[ipv6:addr]:port`. Host names are checked for syntax only.
-
-
-def inet_service_split(name: str) -> tuple[str | None, str]:
-    """Split an inet service name ``[host:]port`` into (host, port); host None means all.
-
-    + name: the service column of an inet row.
-
-    Raises ValueError with host_port(3)'s reason, e.g. ``missing service information``.
-
-    >>> inet_service_split("[::1]:10025")
-    ('::1', '10025')
-    >>> inet_service_split("smtp")
-    (None, 'smtp')
-    """
-    host: str | None
-    if name.startswith("["):
-        rest = name[1:]
-        ipv6 = rest[:5].lower() == "ipv6:"
-        if ipv6:
-            rest = rest[5:]
-        host, bracket, rest = rest.partition("]")
-        if not bracket:
-            raise ValueError('missing "]"')
-        if rest and rest[0] != ":":
-            raise ValueError('garbage after "]"')
-        if ipv6 and not _valid_ipv6(host):
-            raise ValueError("malformed IPv6 address")
-        port = rest[1:] or None
-    elif ":" in name:
-        host, _, port_text = name.rpartition(":")
-        port = port_text or None
-    else:
-        host, port = "", name
-    if port is None:
-        raise ValueError("missing service information")
-    # An omitted host means all; "[]" is a host, and not a valid one.
-    if (host or name.startswith("[")) and not (_valid_hostname(host) or _valid_hostaddr(host)):
-        raise ValueError("valid hostname or network address required")
-    if port[0] in _DIGITS and not _alldig(port):
-        raise ValueError("garbage after numerical service")
-    return host or None, port
-
-
-def _alldig(text: str) -> bool:
-    """ASCII digits only, and at least one (str.isdigit() also takes other scripts' digits)."""
-    return bool(text) and all(ch in _DIGITS for ch in text)
-
-
-def _valid_hostname(name: str) -> bool:
-    """valid_hostname(3): labels of letters, digits and `_`, inner hyphens, not all digits."""
-    if len(name) > 255 or not re.fullmatch(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
-                                           r"(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*", name):
-        return False
-    return not re.fullmatch(r"[0-9.]+", name)
-
-
-def _valid_hostaddr(addr: str) -> bool:
-    """valid_hostaddr(3): a dotted quad, or an IPv6 address when there is a colon."""
-    if ":" in addr:
-        return _valid_ipv6(addr)
-    parts = addr.split(".")
-    return len(parts) == 4 and all(_alldig(p) and int(p) <= 255 for p in parts)
-
-
-def _valid_ipv6(addr: str) -> bool:
-    """An IPv6 address without a zone suffix."""
-    try:
-        ipaddress.IPv6Address(addr)
-    except ValueError:
-        return False
-    return "%" not in addr
-
-
 # ROW PARSING, in get_master_ent()'s order, so the first error reported is master(8)'s.
 
 
@@ -368,8 +290,11 @@ def row_parse(text: str, path: str = "master.cf", line: int = 1, compatibility_l
     if command == "-":
         raise fields.error('field "command" has no default value')
     args: list[str] = []
-    while (arg := _token(text, fields.pos, grouped=True))[0] is not None:
-        token, fields.pos = arg
+    while True:
+        found, fields.pos = _token(text, fields.pos, grouped=True)
+        if found is None:
+            break
+        token = found
         fields.raw.append(token)
         if token.startswith("{"):
             token, err = _extpar(token)
@@ -526,102 +451,3 @@ def delivers_locally(row: ServiceRow) -> bool:
     + row: a parsed row; the command's basename is compared, as master(8) names processes.
     """
     return posixpath.basename(row.command) in LOCAL_DELIVERY_COMMANDS
-
-
-# PRINTING, as postconf(1)'s pcf_normalize_daemon_args() and pcf_print_master_entry().
-
-
-def _postconf_args(raw_args: Iterable[str]) -> list[str]:
-    """Normalise raw arguments as postconf does before printing them.
-
-    ``-vo x=y`` becomes ``-v -o x=y``, ``-ox=y`` becomes ``-o x=y``, and ``-o { x = y }``
-    becomes ``-o x=y``; after the options, ``{ a b }`` becomes ``a b``.
-    """
-    argv = list(raw_args)
-    i = 0
-    while i < len(argv) and argv[i].startswith("-") and argv[i] != "--":
-        arg = argv[i]
-        split = arg.find("o", 2)
-        if split != -1:
-            argv[i:i + 1] = [arg[:split], "-" + arg[split:]]
-            arg = argv[i]
-        # C's strchr("o", arg[1]) also matches the NUL of a lone "-", so "-" takes a value.
-        if arg[1:2] not in ("o", ""):
-            i += 1
-            continue
-        if len(arg) > 2:
-            argv[i:i + 1] = [arg[:2], arg[2:]]
-        if i + 1 < len(argv):
-            i += 1
-            if argv[i].startswith("{"):
-                argv[i] = _extpar(argv[i])[0]
-                pair = _split_nameval(argv[i]) if argv[i - 1][1:2] == "o" else None
-                if isinstance(pair, tuple):
-                    argv[i] = f"{pair[0]}={pair[1]}"
-        i += 1
-    return argv[:i] + [_extpar(arg)[0] if arg.startswith("{") else arg for arg in argv[i:]]
-
-
-def _has_blank(text: str) -> bool:
-    return any(ch in _BLANKS for ch in text)
-
-
-def format_row(row: ServiceRow, fold: bool = False) -> str:
-    """Return the row as ``postconf -M`` prints it (``postconf -Mf`` when fold), no newline.
-
-    + row: a parsed row; its raw fields are printed, so ``-`` stays ``-``.
-    + fold: wrap the arguments before column 80 onto lines indented by four spaces.
-
-    The columns start at 0, 11, 17, 25, 33, 41, 49 and 57, with at least one space
-    between them. Each ``-o name=value`` goes on its own line when folding. Arguments
-    with blanks are shown in ``{ }``, except the first non-option argument: postconf
-    decides the braces for that one before it knows it is not an option.
-    """
-    out: list[str] = []
-    length = 0
-    for goal, text in zip(_COLUMN_GOAL, row.raw[:8]):
-        if length > 0:
-            pad = max(1, goal - length)
-            out.append(" " * pad)
-            length += pad
-        out.append(text)
-        length += len(text)
-    argv = _postconf_args(row.raw[8:])
-    in_options = True
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        width = len(arg)
-        value: str | None = None
-        braces = False
-        if in_options:
-            if not arg.startswith("-") or arg == "--":
-                in_options = False
-            elif arg[1:2] in ("o", "") and i + 1 < len(argv):
-                value = argv[i + 1]
-                length = _LINE_LIMIT  # an option with a value starts a line
-                braces = _has_blank(value)
-                width += len(value) + 3 + (2 if braces else 0)
-        else:
-            braces = _has_blank(arg)
-        if length > len(_INDENT):
-            if not fold or length + 1 + width < _LINE_LIMIT:
-                out.append(" ")
-                length += 1
-            else:
-                out.append("\n" + _INDENT)
-                length = len(_INDENT)
-        shown = f"{{{arg}}}" if not in_options and braces else arg
-        out.append(shown)
-        length += len(shown)
-        if value is not None:
-            out.append(f" {{{value}}}" if braces else f" {value}")
-            length = _LINE_LIMIT  # and ends it
-            i += 1
-        i += 1
-    return "".join(out)
-
-
-def format_table(rows: Iterable[ServiceRow], fold: bool = False) -> str:
-    """Return rows as ``postconf -M`` (``-Mf`` when fold) prints them, a newline after each."""
-    return "".join(format_row(row, fold) + "\n" for row in rows)

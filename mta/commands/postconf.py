@@ -30,7 +30,8 @@ from pathlib import Path
 from mta import log
 from mta.config import MAIN_CF, MainConfig, load_config, warn_all
 from mta.errors import ConfigError, MtaError
-from mta.service_table import format_row, parse_master_cf, select_rows, service_names
+from mta.service_format import format_row
+from mta.service_table import parse_master_cf, select_rows, service_names
 
 SUMMARY = "show or edit main.cf parameters and master.cf services (Postfix's postconf)"
 ADD_HELP = False  # -h means "values only", as in Postfix; help is --help

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Iterable
 from mta import log
 from mta.errors import ConfigError
 from mta.maps import Map
-from mta.maps.source import LogicalLine, SPACE, source_inline_lines, source_open_lines
+from mta.maps.source import SPACE, LogicalLine, source_inline_lines, source_open_lines
 
 if TYPE_CHECKING:
     from mta.config import MainConfig

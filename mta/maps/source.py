@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator, Literal, NamedTuple
+from typing import IO, Iterable, Iterator, Literal, NamedTuple
 
 from mta import log
 from mta.errors import MapError
@@ -208,7 +208,7 @@ def source_read(
 
 
 def source_read_stream(
-    stream: BinaryIO,
+    stream: IO[bytes],
     name: str,
     *,
     fold: bool = True,

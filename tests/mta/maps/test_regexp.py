@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 
 import pytest
 
 from mta.errors import ConfigError, MapError
 from mta.maps import open_map
-from mta.maps.regexp import PcreMap, RegexpMap, RuleError, ere_translate, pcre_translate, result_parse
+from mta.maps.regexp import PcreMap, RegexpMap, RuleError, result_parse
 
 
 @pytest.fixture(autouse=True)
@@ -160,45 +159,6 @@ def test_escaped_letter_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) 
 ])
 def test_pcre_syntax(tmp_path: Path, text: str, key: str, expected: str | None) -> None:
     assert table(tmp_path, text, "pcre").lookup(key) == expected
-
-
-@pytest.mark.parametrize("pattern, message", [
-    ("\\p{L}", "\\p is not supported"),
-    ("a\\Kb", "\\K is not supported"),
-    ("(?|(a)|(b))", "unsupported group syntax"),
-    ("(?R)", "inline flags \"R\" are not supported"),
-    ("(*FAIL)", "backtracking verbs"),
-    ("[a", "missing terminating ] for character class"),
-])
-def test_pcre_unsupported(pattern: str, message: str) -> None:
-    with pytest.raises(ValueError, match=re.escape(message)):
-        pcre_translate(pattern)
-
-
-@pytest.mark.parametrize("pattern, message", [
-    ("*a", "Invalid preceding regular expression"),
-    ("{a", "Invalid preceding regular expression"),
-    ("(?i)a", "Invalid preceding regular expression"),
-    ("a{", "Unmatched \\{"),
-    ("a{x", "Unmatched \\{"),
-    ("x{2,1}", "Invalid content of \\{\\}"),
-    ("a{99999}", "Regular expression too big"),
-    ("(a", "Unmatched ( or \\("),
-    ("a[", "Unmatched [, [^, [:, [., or [="),
-    ("[[:nope:]]", "Invalid character class name"),
-    ("[z-a]", "Invalid range end"),
-    ("\\1(a)", "Invalid back reference"),
-    ("a\\", "Trailing backslash"),
-])
-def test_ere_errors(pattern: str, message: str) -> None:
-    with pytest.raises(ValueError) as info:
-        ere_translate(pattern)
-    assert str(info.value) == message
-
-
-def test_bre_unmatched_close() -> None:
-    with pytest.raises(ValueError, match="Unmatched"):
-        ere_translate("a\\)", extended=False)
 
 
 @pytest.mark.parametrize("text, parts", [
