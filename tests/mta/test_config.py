@@ -8,14 +8,7 @@ from pathlib import Path
 import pytest
 
 from mta import defaults
-from mta.config import (
-    default_mydomain,
-    default_myhostname,
-    default_mynetworks,
-    load_config,
-    parse_main_cf_text,
-    split_list,
-)
+from mta.config import load_config, parse_main_cf_text, split_list
 from mta.errors import ConfigError
 
 INTERFACES = [
@@ -92,26 +85,6 @@ def test_missing_main_cf_gives_defaults(tmp_path: Path) -> None:
 
 # -- derived defaults ----------------------------------------------------------
 
-@pytest.mark.parametrize(
-    ("hostname", "mydomain_setting", "expected"),
-    [
-        ("gw.example.com", None, "gw.example.com"),
-        ("vm", None, "vm.localdomain"),
-        ("vm", "example.net", "vm.example.net"),
-    ],
-)
-def test_default_myhostname(hostname: str, mydomain_setting: str | None, expected: str) -> None:
-    assert default_myhostname(hostname, mydomain_setting) == expected
-
-
-@pytest.mark.parametrize(
-    ("myhostname", "expected"),
-    [("gw.example.com", "example.com"), ("example.com", "com"), ("gateway", "localdomain")],
-)
-def test_default_mydomain(myhostname: str, expected: str) -> None:
-    assert default_mydomain(myhostname) == expected
-
-
 def test_identity_defaults_follow_myhostname(tmp_path: Path) -> None:
     cfg = config(tmp_path, "myhostname = mx1.dmz.example.org\n")
     assert cfg.get("mydomain") == "dmz.example.org"
@@ -122,22 +95,6 @@ def test_identity_defaults_follow_myhostname(tmp_path: Path) -> None:
 def test_hostname_without_dot_uses_mydomain_setting(tmp_path: Path) -> None:
     cfg = config(tmp_path, "mydomain = example.net\n", hostname="vm")
     assert cfg.get("myhostname") == "vm.example.net"
-
-
-@pytest.mark.parametrize(
-    ("style", "expected"),
-    [
-        ("host", "127.0.0.1/32 192.0.2.2/32 172.20.1.5/32 [::1]/128 [fd00::2]/128"),
-        ("subnet", "127.0.0.0/8 192.0.2.0/24 172.20.0.0/16 [::1]/128 [fd00::]/64"),
-        ("class", "127.0.0.0/8 192.0.2.0/24 172.20.0.0/16 [::1]/128 [fd00::]/64"),
-    ],
-)
-def test_default_mynetworks(style: str, expected: str) -> None:
-    assert default_mynetworks(style, INTERFACES) == expected
-
-
-def test_mynetworks_class_a_from_subnet() -> None:
-    assert default_mynetworks("class", [ipaddress.ip_interface("10.1.2.3/24")]) == "10.0.0.0/8"
 
 
 def test_mynetworks_follows_compatibility_level(tmp_path: Path) -> None:
