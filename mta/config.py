@@ -173,13 +173,6 @@ def split_list(value: str) -> list[str]:
     return items
 
 
-def strip_braces(item: str) -> str:
-    """``{ text }`` -> ``text``: the grouping used for list items that contain spaces."""
-    if item.startswith("{") and item.endswith("}"):
-        return item[1:-1].strip()
-    return item
-
-
 # ---------------------------------------------------------------------------
 
 class MainConfig:

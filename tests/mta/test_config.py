@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 
 import pytest
@@ -10,14 +9,7 @@ import pytest
 from mta import defaults
 from mta.config import load_config, parse_main_cf_text, split_list
 from mta.errors import ConfigError
-
-INTERFACES = [
-    ipaddress.ip_interface("127.0.0.1/8"),
-    ipaddress.ip_interface("192.0.2.2/24"),
-    ipaddress.ip_interface("172.20.1.5/16"),
-    ipaddress.ip_interface("::1/128"),
-    ipaddress.ip_interface("fd00::2/64"),
-]
+from tests.mta.test_derived import INTERFACES
 
 
 def config(tmp_path: Path, text: str, hostname: str = "gw.example.com"):  # type: ignore[no-untyped-def]
