@@ -50,7 +50,7 @@ def hash_build(
     + db_path: the final file, e.g. ``/etc/postfix/access.db``.
     + entries: (key, value) pairs, keys already folded and de-duplicated by the caller.
     + source: the text file it was built from, recorded for messages.
-    + mode: file mode of the result (default 0644 & ~umask semantics: 0644).
+    + mode: file mode of the result (default 0644; the umask does not apply).
     + uid, gid: owner to give the file (default: unchanged, i.e. the caller).
     Returns the number of entries written. Raises MapError; on failure the old
     table, if any, is left untouched and no temporary file remains.
