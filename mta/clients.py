@@ -1,0 +1,88 @@
+"""Thin clients for the services daemons call on each other: cleanup, qmgr and pickup triggers, local.
+
+The only way one daemon reaches another (style guide): each function takes the
+queue directory as the caller sees it (``ctx.queue_dir``, "/" when chrooted).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from mta import proto
+from mta.errors import MtaError
+
+
+class ServiceError(MtaError):
+    """A service refused or failed a request; status is 4 (retry later) or 5 (permanent)."""
+
+    def __init__(self, service: str, status: int, dsn: str, reason: str) -> None:
+        super().__init__(f"{service}: {dsn} {reason}")
+        self.service = service
+        self.status = status
+        self.dsn = dsn
+        self.reason = reason
+
+
+def cleanup_submit(
+    queue_dir: Path,
+    sender: str,
+    recipients: Sequence[dict[str, str]],
+    content: bytes,
+    attrs: dict[str, str] | None = None,
+    timeout: float = 300.0,
+) -> str:
+    """Hand one message to cleanup; return its queue ID once it is safely in incoming/.
+
+    + recipients: [{"address": ..., "original": ...}] ("original" optional).
+    + content: header and body, LF line ends, dot-unstuffed.
+    + attrs: client_name, client_address, helo, protocol, origin ("smtpd", "pickup",
+      "bounce", "sendmail"), uid, ... recorded in the queue file and used for logging.
+    Raises ServiceError (status 4 or 5) when cleanup refuses, OSError or
+    proto.ProtocolError when it cannot be reached.
+    """
+    channel = proto.unix_connect(str(queue_dir / "public" / "cleanup"), timeout=timeout)
+    try:
+        reply = channel.request(
+            {"op": "submit", "sender": sender, "recipients": list(recipients), "attrs": attrs or {}},
+            content,
+        )
+    finally:
+        channel.close()
+    return _queue_id(reply, "cleanup")
+
+
+def _queue_id(reply: dict[str, Any], service: str) -> str:
+    if reply.get("status") != proto.OK:
+        raise ServiceError(service, int(reply.get("status", 4)), str(reply.get("dsn", "4.3.0")),
+                           str(reply.get("reason", "unknown error")))
+    return str(reply["queue_id"])
+
+
+def qmgr_trigger(queue_dir: Path, data: bytes = b"I") -> bool:
+    """Wake qmgr (I: new mail in incoming, D: scan deferred, A: ignore retry times)."""
+    return proto.trigger(str(queue_dir / "public" / "qmgr"), data)
+
+
+def pickup_trigger(queue_dir: Path) -> bool:
+    """Wake pickup after a file was written to maildrop/."""
+    return proto.trigger(str(queue_dir / "public" / "pickup"), b"W")
+
+
+def deliver_request(
+    queue_dir: Path,
+    transport: str,
+    request: dict[str, Any],
+    timeout: float = 3600.0,
+) -> dict[str, Any]:
+    """Send a delivery request to a delivery agent (private/TRANSPORT) and return its reply.
+
+    The request names the queue file (queue_name, queue_id), the sender, the
+    recipients with their file offsets, and the next hop; the agent opens the
+    queue file itself and replies with one result per recipient.
+    """
+    channel = proto.unix_connect(str(queue_dir / "private" / transport), timeout=timeout)
+    try:
+        return channel.request(dict(request, op="deliver"))
+    finally:
+        channel.close()

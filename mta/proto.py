@@ -1,0 +1,113 @@
+"""Inter-daemon messages over unix sockets: one JSON line, optionally followed by raw content bytes.
+
+A request or reply is a JSON object on one line. When it carries a message
+body, the object names its size in ``content_length`` and exactly that many
+bytes follow the line. Replies use ``status`` 0 for success, 4 for "try again
+later" and 5 for a permanent failure, with ``dsn`` and ``reason`` (Postfix's
+attr_print/attr_scan, in a form Python reads natively).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from typing import Any
+
+MAX_LINE = 1 << 20  # a request line larger than this is refused
+
+OK = 0
+TEMPFAIL = 4
+PERMFAIL = 5
+
+
+class ProtocolError(ConnectionError):
+    """The peer sent something that is not a well-formed message, or went away mid-message."""
+
+
+class Channel:
+    """A buffered, blocking message stream over one connected socket."""
+
+    def __init__(self, sock: socket.socket, timeout: float | None = None) -> None:
+        self.sock = sock
+        if timeout is not None:
+            sock.settimeout(timeout)
+        self._rfile = sock.makefile("rb", buffering=65536)
+
+    def send(self, message: dict[str, Any], content: bytes | None = None) -> None:
+        """Send one message, with content bytes when given (content_length is set for you)."""
+        if content is not None:
+            message = dict(message, content_length=len(content))
+        line = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n"
+        self.sock.sendall(line if content is None else line + content)
+
+    def receive(self) -> tuple[dict[str, Any], bytes | None] | None:
+        """The next message and its content (None without content); None at a clean end of stream."""
+        line = self._rfile.readline(MAX_LINE + 1)
+        if not line:
+            return None
+        if not line.endswith(b"\n"):
+            raise ProtocolError("message line too long or truncated")
+        try:
+            message = json.loads(line)
+        except ValueError as exc:
+            raise ProtocolError(f"malformed message: {exc}") from None
+        if not isinstance(message, dict):
+            raise ProtocolError("malformed message: not an object")
+        length = message.get("content_length")
+        if length is None:
+            return message, None
+        if not isinstance(length, int) or length < 0:
+            raise ProtocolError(f"bad content_length {length!r}")
+        content = self._rfile.read(length)
+        if len(content) != length:
+            raise ProtocolError("connection closed in the middle of a message body")
+        return message, content
+
+    def request(self, message: dict[str, Any], content: bytes | None = None) -> dict[str, Any]:
+        """Send a request and wait for its one-line reply."""
+        self.send(message, content)
+        reply = self.receive()
+        if reply is None:
+            raise ProtocolError("peer closed the connection without replying")
+        return reply[0]
+
+    def close(self) -> None:
+        """Close the stream and the socket."""
+        try:
+            self._rfile.close()
+        finally:
+            self.sock.close()
+
+
+def reply(status: int, reason: str = "", dsn: str = "", **extra: Any) -> dict[str, Any]:
+    """A reply object: status 0 ok, 4 defer, 5 bounce; dsn defaults to 2.0.0/4.3.0/5.3.0."""
+    if not dsn:
+        dsn = {OK: "2.0.0", TEMPFAIL: "4.3.0", PERMFAIL: "5.3.0"}[status]
+    return {"status": status, "dsn": dsn, "reason": reason, **extra}
+
+
+def unix_connect(path: str, timeout: float | None = 30.0) -> Channel:
+    """Connect to a daemon's unix socket (private/NAME or public/NAME)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        if timeout is not None:
+            sock.settimeout(timeout)
+        sock.connect(path)
+    except OSError:
+        sock.close()
+        raise
+    return Channel(sock)
+
+
+def trigger(path: str, data: bytes = b"W", timeout: float = 5.0) -> bool:
+    """Send trigger bytes to a trigger service (qmgr, pickup); False when it is not listening."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+        sock.sendall(data)
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.close()
