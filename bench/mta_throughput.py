@@ -1,0 +1,318 @@
+"""Throughput benchmark: this MTA against real Postfix 3.7, both fed by Postfix's smtp-source.
+
+Each round starts a fresh instance of one MTA (own queue, own Maildir), sends
+N messages of SIZE bytes over S parallel SMTP sessions with smtp-source to a
+local user, and measures:
+
+- accepted/s: messages divided by smtp-source's wall time (every message got 250);
+- delivered/s: messages divided by the time until the last one is in Maildir/new;
+- peak memory: the largest sum of PSS over all of the MTA's processes, sampled
+  every 200 ms during the round.
+
+Rounds alternate between the two MTAs (A B A B ...) because this machine's
+speed drifts; medians of each side are compared. Both MTAs deliver to Maildir
+with their default durability (fsync before 250) and run unchrooted on
+127.0.0.1; the queue and the Maildir sit on the same file system (--base).
+
+Run as root: `bash bench/mta_throughput.sh [--rounds 5] [--messages 10000]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pwd
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+USER = "mtabench"
+DOMAIN = "bench.example.test"
+
+
+@dataclass
+class Result:
+    accepted_per_s: float
+    delivered_per_s: float
+    peak_mb: float
+
+
+class Instance:
+    """One MTA under test: start, stop, the pid of its master, its Maildir."""
+
+    name = ""
+
+    def __init__(self, base: Path, port: int, home: Path) -> None:
+        self.base = base
+        self.port = port
+        self.home = home
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def master_pid(self) -> int:
+        raise NotImplementedError
+
+
+class PostfixInstance(Instance):
+    """Debian's Postfix 3.7 run straight from the unpacked .deb (reference/postfix.md §0)."""
+
+    name = "postfix"
+
+    def __init__(self, base: Path, port: int, home: Path, root: Path) -> None:
+        super().__init__(base, port, home)
+        self.root = root
+        self.etc = base / "etc"
+        self.env = dict(os.environ, LD_LIBRARY_PATH=str(root / "usr/lib/postfix"))
+
+    def setup(self) -> None:
+        for sub in ("etc", "spool", "data"):
+            (self.base / sub).mkdir(parents=True, exist_ok=True)
+        shutil.chown(self.base / "data", "postfix")
+        os.chmod(self.base / "data", 0o700)
+        r = self.root
+        (self.etc / "main.cf").write_text(f"""\
+compatibility_level = 3.6
+queue_directory = {self.base}/spool
+data_directory = {self.base}/data
+daemon_directory = {r}/usr/lib/postfix/sbin
+command_directory = {r}/usr/sbin
+shlib_directory = {r}/usr/lib/postfix
+meta_directory = {r}/etc/postfix
+import_environment = MAIL_CONFIG TZ LANG=C LD_LIBRARY_PATH={r}/usr/lib/postfix
+maillog_file = {self.base}/maillog
+maillog_file_prefixes = {self.base}
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+myhostname = {DOMAIN}
+mydestination = localhost, $myhostname
+home_mailbox = Maildir/
+default_transport = error:outbound disabled
+relay_transport = error:outbound disabled
+mynetworks = 127.0.0.0/8
+alias_maps =
+alias_database =
+local_recipient_maps = unix:passwd.byname
+biff = no
+""")
+        lines = []
+        for line in (r / "usr/share/postfix/master.cf.dist").read_text().splitlines():
+            fields = line.split()
+            if len(fields) >= 8 and not line[0].isspace() and not line.startswith("#"):
+                if fields[0] == "smtp" and fields[1] == "inet":
+                    fields[0] = f"127.0.0.1:{self.port}"
+                if fields[4] == "y":
+                    fields[4] = "n"  # no chroot jail in the benchmark
+                line = " ".join(fields)
+            lines.append(line)
+        (self.etc / "master.cf").write_text("\n".join(lines) + "\n")
+
+    def _postfix(self, *args: str) -> None:
+        done = subprocess.run([str(self.root / "usr/sbin/postfix"), "-c", str(self.etc), *args],
+                              env=self.env, capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            log = (self.base / "maillog").read_text() if (self.base / "maillog").exists() else ""
+            raise RuntimeError(f"postfix {' '.join(args)} failed: {done.stderr}{log[-2000:]}")
+
+    def start(self) -> None:
+        self._postfix("start")
+
+    def stop(self) -> None:
+        self._postfix("stop")
+
+    def master_pid(self) -> int:
+        return int((self.base / "spool/pid/master.pid").read_text().split()[0])
+
+
+class MtaInstance(Instance):
+    """This project's MTA, from the repository's virtualenv."""
+
+    name = "mta"
+
+    def __init__(self, base: Path, port: int, home: Path) -> None:
+        super().__init__(base, port, home)
+        self.etc = base / "etc"
+        self.mta = str(REPO / ".venv/bin/mta")
+
+    def setup(self) -> None:
+        self.etc.mkdir(parents=True, exist_ok=True)
+        (self.etc / "main.cf").write_text(f"""\
+compatibility_level = 3.6
+queue_directory = {self.base}/spool
+data_directory = {self.base}/data
+maillog_file = {self.base}/maillog
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+myhostname = {DOMAIN}
+mydestination = localhost, $myhostname
+home_mailbox = Maildir/
+mynetworks = 127.0.0.0/8
+alias_maps =
+alias_database =
+local_recipient_maps = unix:passwd.byname
+""")
+        (self.etc / "master.cf").write_text(f"""\
+127.0.0.1:{self.port} inet n - n - - smtpd
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+local     unix  -       n       n       -       -       local
+""")
+
+    def start(self) -> None:
+        subprocess.run([self.mta, "-c", str(self.etc), "start"], check=True, capture_output=True, timeout=60)
+
+    def stop(self) -> None:
+        subprocess.run([self.mta, "-c", str(self.etc), "stop"], check=True, capture_output=True, timeout=120)
+
+    def master_pid(self) -> int:
+        return int((self.base / "spool/pid/master.pid").read_text().split()[0])
+
+
+def tree_pss(pid: int) -> int:
+    """Memory of a process and all its descendants, in bytes: the sum of their PSS.
+
+    PSS (proportional set size) charges each shared page to the processes sharing
+    it in equal parts, so the sum is the memory the whole tree really uses; a sum
+    of RSS would count shared libraries once per process.
+    """
+    try:
+        proc = psutil.Process(pid)
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_full_info().pss
+        except psutil.Error:
+            continue
+    return total
+
+
+def count_delivered(maildir: Path) -> int:
+    try:
+        return len(os.listdir(maildir / "new"))
+    except FileNotFoundError:
+        return 0
+
+
+def run_round(inst: Instance, smtp_source: Path, env: dict[str, str], messages: int, size: int,
+              sessions: int, timeout: float) -> Result:
+    maildir = inst.home / "Maildir"
+    shutil.rmtree(maildir, ignore_errors=True)
+    inst.start()
+    try:
+        pid = inst.master_pid()
+        peak = 0
+        stop = threading.Event()
+
+        def sample() -> None:
+            nonlocal peak
+            while not stop.is_set():
+                peak = max(peak, tree_pss(pid))
+                time.sleep(0.2)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        t0 = time.monotonic()
+        subprocess.run(
+            [str(smtp_source), "-s", str(sessions), "-l", str(size), "-m", str(messages),
+             "-f", f"bench@{DOMAIN}", "-t", f"{USER}@{DOMAIN}", f"127.0.0.1:{inst.port}"],
+            env=env, check=True, capture_output=True, timeout=timeout,
+        )
+        accepted = time.monotonic() - t0
+        deadline = t0 + timeout
+        while count_delivered(maildir) < messages and time.monotonic() < deadline:
+            time.sleep(0.02)
+        delivered_at = time.monotonic() - t0
+        stop.set()
+        sampler.join()
+        got = count_delivered(maildir)
+        if got < messages:
+            raise RuntimeError(f"{inst.name}: only {got} of {messages} messages delivered in {timeout} s")
+        return Result(messages / accepted, messages / delivered_at, peak / 2**20)
+    finally:
+        inst.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--messages", type=int, default=10000)
+    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--sessions", type=int, default=20)
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds allowed per round")
+    parser.add_argument("--base", default="/var/tmp", help="directory on the file system to test (real disk)")
+    parser.add_argument("--postfix-root", default=str(REPO / ".cache/postfix-3.7/root"))
+    parser.add_argument("--only", choices=("mta", "postfix"), help="run one side only")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("bench: run as root (both MTAs switch to the local user to deliver)", file=sys.stderr)
+        return 1
+    root = Path(args.postfix_root)
+    smtp_source = root / "usr/sbin/smtp-source"
+    env = dict(os.environ, LD_LIBRARY_PATH=str(root / "usr/lib/postfix"))
+    base = Path(tempfile.mkdtemp(prefix="mta-bench-", dir=args.base))
+    os.chmod(base, 0o755)  # the MTAs' unprivileged users traverse it
+    home = base / "home"
+    created_user = False
+    try:
+        pwd.getpwnam(USER)
+    except KeyError:
+        subprocess.run(["useradd", "--home-dir", str(home), "--create-home", "--shell", "/bin/sh", USER],
+                       check=True)
+        created_user = True
+    home = Path(pwd.getpwnam(USER).pw_dir)
+    try:
+        sides: list[Instance] = []
+        if args.only != "mta":
+            pf = PostfixInstance(base / "postfix", 2525, home, root)
+            pf.setup()
+            sides.append(pf)
+        if args.only != "postfix":
+            ours = MtaInstance(base / "mta", 2526, home)
+            ours.setup()
+            sides.append(ours)
+        results: dict[str, list[Result]] = {s.name: [] for s in sides}
+        print(f"{args.messages} messages x {args.size} bytes over {args.sessions} sessions, "
+              f"{args.rounds} interleaved rounds, queue and Maildir under {base}")
+        for rnd in range(1, args.rounds + 1):
+            for inst in sides:
+                r = run_round(inst, smtp_source, env, args.messages, args.size, args.sessions, args.timeout)
+                results[inst.name].append(r)
+                print(f"  round {rnd} {inst.name:8s}: accepted {r.accepted_per_s:7.1f}/s  "
+                      f"delivered {r.delivered_per_s:7.1f}/s  peak PSS {r.peak_mb:7.1f} MB", flush=True)
+        med = {name: Result(statistics.median(r.accepted_per_s for r in rs),
+                            statistics.median(r.delivered_per_s for r in rs),
+                            statistics.median(r.peak_mb for r in rs)) for name, rs in results.items()}
+        print()
+        for name, m in med.items():
+            print(f"median {name:8s}: accepted {m.accepted_per_s:7.1f}/s  delivered {m.delivered_per_s:7.1f}/s"
+                  f"  peak PSS {m.peak_mb:7.1f} MB")
+        if "mta" in med and "postfix" in med:
+            a, p = med["mta"], med["postfix"]
+            print(f"ratio mta/postfix: accepted {a.accepted_per_s / p.accepted_per_s:.2f}x "
+                  f"(target >= 1.0)  delivered {a.delivered_per_s / p.delivered_per_s:.2f}x (target >= 0.8)  "
+                  f"memory {a.peak_mb / p.peak_mb:.1f}x")
+        return 0
+    finally:
+        if created_user:
+            subprocess.run(["userdel", "-r", USER], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
