@@ -1,0 +1,343 @@
+"""Delivery dispatch: choose each recipient's transport, then run delivery requests with bounded concurrency.
+
+ROUTING. A recipient whose domain is in mydestination (or ``localhost``, or a
+bare local part) goes to the transport named by local_transport (``local`` of
+``local:$myhostname``); the double-bounce address is discarded as Postfix's
+qmgr does. Every other destination stays deferred ("mail transport
+unavailable") until an SMTP client transport exists.
+
+REQUESTS. Recipients of one message are grouped per transport and next hop,
+at most ``<transport>_destination_recipient_limit`` per request (Postfix's
+local_destination_recipient_limit is 1). A request goes to private/TRANSPORT
+through clients.deliver_request; the reply carries one result per recipient.
+
+CONCURRENCY. At most ``<transport>_destination_concurrency_limit`` requests
+run at once per destination, and at most default_process_limit in all. The
+destination is the next hop, or the recipient itself when the recipient
+limit is 1 (Postfix's per-recipient concurrency). A transport that cannot be
+reached is throttled for transport_retry_time: its recipients are deferred
+without trying until then, or until an ``F`` trigger forgets it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from mta import clients, log, proto
+from mta.config import MainConfig
+from mta.qmgr.active import ActiveMessage, active_bounce, active_defer, active_sent
+from mta.record import Recipient
+
+_DSN_RE = re.compile(r"[245]\.\d{1,3}\.\d{1,3}$")
+_DEFAULT_DSN = {proto.OK: "2.0.0", proto.TEMPFAIL: "4.3.0", proto.PERMFAIL: "5.3.0"}
+UNAVAILABLE = "mail transport unavailable"
+DOUBLE_BOUNCE_DISCARDED = "undeliverable postmaster notification discarded"
+
+
+@dataclass(frozen=True)
+class Routing:
+    """Which transport serves an address.
+
+    + local_domains: mydestination entries, lower-cased.
+    + local_transport: the transport for them (``local``).
+    + double_bounce: the double-bounce local part (double_bounce_sender).
+    """
+
+    local_domains: frozenset[str]
+    local_transport: str
+    double_bounce: str
+
+    def is_local(self, address: str) -> bool:
+        """True for a bare local part, ``localhost``, or a domain in mydestination."""
+        local, at, domain = address.rpartition("@")
+        if not at:
+            return True
+        domain = domain.lower().rstrip(".")
+        return domain == "localhost" or domain in self.local_domains
+
+    def route(self, address: str) -> tuple[str | None, str]:
+        """(transport, next hop) for address; transport None when none is available yet."""
+        domain = address.rpartition("@")[2].lower() if "@" in address else ""
+        if self.is_local(address):
+            return self.local_transport, domain
+        return None, domain
+
+    def is_double_bounce(self, address: str) -> bool:
+        """True for the local double-bounce address (bare or in a local domain)."""
+        local = address.rpartition("@")[0] if "@" in address else address
+        return local.lower() == self.double_bounce.lower() and self.is_local(address)
+
+
+def routing_from_config(cfg: MainConfig) -> Routing:
+    """Routing from mydestination, local_transport and double_bounce_sender.
+
+    mydestination entries that are lookup tables (``type:name``) are not
+    supported yet and are skipped with a warning.
+    """
+    domains: set[str] = set()
+    for entry in cfg.get_list("mydestination"):
+        if ":" in entry and not entry.startswith("["):
+            log.msg_warn(f"qmgr: mydestination table {entry} is not supported; entry ignored")
+            continue
+        domains.add(entry.lower().rstrip("."))
+    transport = cfg.get("local_transport").partition(":")[0].strip() or "local"
+    return Routing(frozenset(domains), transport, cfg.get("double_bounce_sender") or "double-bounce")
+
+
+class TransportLimits:
+    """Per-transport limits from main.cf, read once per transport name.
+
+    + concurrency(t): ``t_destination_concurrency_limit``, else default_destination_concurrency_limit.
+    + recipients(t): ``t_destination_recipient_limit``, else default_destination_recipient_limit.
+    + process_limit: default_process_limit, the cap on requests in flight.
+    """
+
+    def __init__(self, cfg: MainConfig) -> None:
+        self._cfg = cfg
+        self._cache: dict[str, tuple[int, int]] = {}
+        self.process_limit = cfg.get_int("default_process_limit", minimum=1)
+
+    def _limits(self, transport: str) -> tuple[int, int]:
+        if transport not in self._cache:
+            values = []
+            for suffix in ("concurrency", "recipient"):
+                name = f"{transport}_destination_{suffix}_limit"
+                if not self._cfg.get(name):
+                    name = f"default_destination_{suffix}_limit"
+                values.append(max(self._cfg.get_int(name), 1))
+            self._cache[transport] = (values[0], values[1])
+        return self._cache[transport]
+
+    def concurrency(self, transport: str) -> int:
+        """Requests in flight allowed per destination of transport."""
+        return self._limits(transport)[0]
+
+    def recipients(self, transport: str) -> int:
+        """Recipients allowed per delivery request to transport."""
+        return self._limits(transport)[1]
+
+
+class DeadTransports:
+    """Transports that could not be reached, remembered for retry_time seconds (``F`` forgets)."""
+
+    def __init__(self, retry_time: float) -> None:
+        self.retry_time = retry_time
+        self._dead: dict[str, tuple[float, str]] = {}
+        self._lock = threading.Lock()
+
+    def throttle(self, transport: str, reason: str) -> None:
+        """Mark transport dead with the reason its recipients are deferred with."""
+        with self._lock:
+            self._dead[transport] = (time.monotonic() + self.retry_time, reason)
+
+    def reason(self, transport: str) -> str | None:
+        """The deferral reason while transport is dead, else None."""
+        with self._lock:
+            entry = self._dead.get(transport)
+            if entry is None:
+                return None
+            if entry[0] <= time.monotonic():
+                del self._dead[transport]
+                return None
+            return entry[1]
+
+    def forget(self) -> None:
+        """Forget every dead transport (trigger ``F``)."""
+        with self._lock:
+            self._dead.clear()
+
+
+@dataclass(eq=False)
+class DeliveryJob:
+    """One delivery request: some recipients of one message for one transport and destination."""
+
+    msg: ActiveMessage
+    transport: str
+    nexthop: str
+    key: str
+    limit: int
+    recipients: list[Recipient]
+    queued: float = field(default_factory=time.time)
+
+
+def jobs_plan(queue_dir: Path, msg: ActiveMessage, routing: Routing, limits: TransportLimits,
+              dead: DeadTransports) -> list[DeliveryJob]:
+    """Delivery requests for msg's pending recipients.
+
+    Recipients that need no request are settled here: the double-bounce
+    address is discarded (sent), an unavailable or dead transport defers.
+    """
+    groups: dict[tuple[str, str], list[Recipient]] = {}
+    for rcpt in msg.envelope.pending():
+        if routing.is_double_bounce(rcpt.address):
+            active_sent(msg, rcpt, "none", "2.0.0", DOUBLE_BOUNCE_DISCARDED, msg.delays())
+            continue
+        transport, nexthop = routing.route(rcpt.address)
+        reason = UNAVAILABLE if transport is None else dead.reason(transport)
+        if transport is None or reason is not None:
+            active_defer(queue_dir, msg, rcpt, "none", "4.3.0", reason or UNAVAILABLE, msg.delays())
+            continue
+        groups.setdefault((transport, nexthop), []).append(rcpt)
+    jobs: list[DeliveryJob] = []
+    for (transport, nexthop), rcpts in groups.items():
+        per_request = limits.recipients(transport)
+        for i in range(0, len(rcpts), per_request):
+            chunk = rcpts[i:i + per_request]
+            where = chunk[0].address.lower() if per_request == 1 else nexthop
+            jobs.append(DeliveryJob(msg, transport, nexthop, f"{transport}:{where}",
+                                    limits.concurrency(transport), chunk))
+    return jobs
+
+
+def _normalise(result: dict[str, Any]) -> tuple[int, str, str]:
+    """(status, dsn, reason) with a status of 0, 4 or 5 and a DSN code of the same class."""
+    status = result.get("status")
+    if status not in (proto.OK, proto.TEMPFAIL, proto.PERMFAIL):
+        status = proto.TEMPFAIL
+    dsn = str(result.get("dsn") or "")
+    if not _DSN_RE.match(dsn) or dsn[0] != {0: "2", 4: "4", 5: "5"}[status]:
+        dsn = _DEFAULT_DSN[status]
+    reason = str(result.get("reason") or ("delivered" if status == proto.OK else "unknown mail transport error"))
+    return status, dsn, reason
+
+
+def job_deliver(queue_dir: Path, job: DeliveryJob, dead: DeadTransports, timeout: float) -> None:
+    """Run one delivery request and record each recipient's outcome."""
+    msg, transport = job.msg, job.transport
+    start = time.time()
+    reason = dead.reason(transport)
+    if reason is not None:
+        for rcpt in job.recipients:
+            active_defer(queue_dir, msg, rcpt, "none", "4.3.0", reason, msg.delays(start))
+        return
+    request = {
+        "queue_name": "active", "queue_id": msg.queue_id, "sender": msg.envelope.sender,
+        "arrival": msg.envelope.arrival, "attrs": msg.envelope.attrs, "nexthop": job.nexthop,
+        "recipients": [{"address": r.address, "original": r.original, "offset": r.offset}
+                       for r in job.recipients],
+    }
+    try:
+        reply = clients.deliver_request(queue_dir, transport, request, timeout=timeout)
+    except (FileNotFoundError, ConnectionRefusedError) as exc:
+        reason = f"delivery temporarily suspended: connect to {transport}: {os.strerror(exc.errno or 0)}"
+        dead.throttle(transport, reason)
+        for rcpt in job.recipients:
+            active_defer(queue_dir, msg, rcpt, "none", "4.3.0", reason, msg.delays(start))
+        return
+    except (OSError, proto.ProtocolError) as exc:
+        log.msg_warn(f"{msg.queue_id}: delivery request to {transport}: {exc or type(exc).__name__}")
+        reply = {"status": proto.TEMPFAIL, "dsn": "4.3.0", "reason": "unknown mail transport error"}
+    reply_apply(queue_dir, job, reply, start, time.time())
+
+
+def reply_apply(queue_dir: Path, job: DeliveryJob, reply: dict[str, Any], start: float,
+                end: float) -> None:
+    """Record each recipient's result from a delivery agent's reply.
+
+    Results are matched by file offset, then by address. Without a
+    per-recipient list the top-level status applies to all; a recipient the
+    list leaves out is deferred.
+    """
+    msg = job.msg
+    results = reply.get("recipients")
+    by_offset: dict[int, dict[str, Any]] = {}
+    by_address: dict[str, dict[str, Any]] = {}
+    if isinstance(results, list):
+        for item in results:
+            if isinstance(item, dict):
+                if isinstance(item.get("offset"), int):
+                    by_offset.setdefault(item["offset"], item)
+                by_address.setdefault(str(item.get("address", "")), item)
+    delays = msg.delays(start, start, end)
+    relay = str(reply.get("relay") or job.transport)
+    for rcpt in job.recipients:
+        if not isinstance(results, list):
+            result: dict[str, Any] = reply
+        else:
+            result = by_offset.get(rcpt.offset) or by_address.get(rcpt.address) or {
+                "status": proto.TEMPFAIL, "reason": f"no delivery status from {job.transport}"}
+        status, dsn, reason = _normalise(result)
+        if status == proto.OK:
+            active_sent(msg, rcpt, relay, dsn, reason, delays)
+        elif status == proto.PERMFAIL:
+            active_bounce(queue_dir, msg, rcpt, relay, dsn, reason, delays)
+        else:
+            active_defer(queue_dir, msg, rcpt, relay, dsn, reason, delays)
+
+
+class Dispatcher:
+    """Runs delivery jobs in worker threads within per-destination and overall limits.
+
+    + on_done(job) is called in the worker thread after the job's outcomes are recorded.
+    """
+
+    def __init__(self, queue_dir: Path, process_limit: int, dead: DeadTransports,
+                 on_done: Callable[[DeliveryJob], None], timeout: float = 3600.0) -> None:
+        self.queue_dir = queue_dir
+        self.process_limit = process_limit
+        self.dead = dead
+        self.timeout = timeout
+        self._on_done = on_done
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._waiting: dict[str, deque[DeliveryJob]] = {}
+        self._running: dict[str, int] = {}
+        self._total = 0
+
+    def submit(self, jobs: list[DeliveryJob]) -> None:
+        """Queue jobs; they start as soon as their destination and the total have room."""
+        with self._lock:
+            for job in jobs:
+                self._waiting.setdefault(job.key, deque()).append(job)
+            self._pump()
+
+    def _pump(self) -> None:
+        """Start every waiting job that fits (lock held); destinations take turns."""
+        for key in list(self._waiting):
+            jobs = self._waiting[key]
+            while jobs and self._total < self.process_limit and self._running.get(key, 0) < jobs[0].limit:
+                job = jobs.popleft()
+                self._running[key] = self._running.get(key, 0) + 1
+                self._total += 1
+                threading.Thread(target=self._run, args=(job,), name=f"qmgr-{key}", daemon=True).start()
+            if not jobs:
+                del self._waiting[key]
+
+    def _run(self, job: DeliveryJob) -> None:
+        try:
+            job_deliver(self.queue_dir, job, self.dead, self.timeout)
+        except Exception as exc:  # noqa: BLE001 - a worker must always report back
+            log.msg_error(f"{job.msg.queue_id}: delivery to {job.transport} failed: {exc!r}")
+        finally:
+            with self._lock:
+                self._running[job.key] -= 1
+                if not self._running[job.key]:
+                    del self._running[job.key]
+                self._total -= 1
+                self._pump()
+                self._idle.notify_all()
+        self._on_done(job)
+
+    @property
+    def busy(self) -> int:
+        """Jobs running or waiting."""
+        with self._lock:
+            return self._total + sum(len(q) for q in self._waiting.values())
+
+    def join(self, timeout: float) -> bool:
+        """Wait until no job runs or waits; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._total or self._waiting:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._idle.wait(remaining)
+        return True
