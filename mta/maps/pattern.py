@@ -108,8 +108,13 @@ class _Emitter:
         return "".join(self.out)
 
 
-def _posix_bracket(pattern: str, i: int, newline: bool) -> tuple[str, int]:
-    """Translate a POSIX bracket expression starting after its ``[``; return (text, next index)."""
+def _posix_bracket(pattern: str, i: int, newline: bool, icase: bool = False) -> tuple[str, int]:
+    """Translate a POSIX bracket expression starting after its ``[``; return (text, next index).
+
+    With icase (REG_ICASE), a letter in the set stands for both of its cases
+    before negation, as in glibc: ``[^A-Z]`` then excludes a-z too. Python's
+    re.IGNORECASE alone would let ``b`` match the expanded negated set.
+    """
     n = len(pattern)
     negate = i < n and pattern[i] == "^"
     if negate:
@@ -156,6 +161,8 @@ def _posix_bracket(pattern: str, i: int, newline: bool) -> tuple[str, int]:
             members.update(range(value, hi + 1))
             continue
         members.add(value)
+    if icase:
+        members |= {c ^ 0x20 for c in members if 0x41 <= c <= 0x5A or 0x61 <= c <= 0x7A}
     if negate:
         if newline:
             members.add(10)
@@ -165,7 +172,7 @@ def _posix_bracket(pattern: str, i: int, newline: bool) -> tuple[str, int]:
     return "[" + _set_text(members) + "]", i
 
 
-def ere_translate(pattern: str, *, extended: bool = True, newline: bool = False,
+def ere_translate(pattern: str, *, extended: bool = True, newline: bool = False, icase: bool = False,
                   warn: Callable[[str], None] | None = None) -> str:
     """Translate a POSIX regular expression to Python re syntax (both as latin-1 text).
 
@@ -232,7 +239,7 @@ def ere_translate(pattern: str, *, extended: bool = True, newline: bool = False,
                     warn(f"\"\\{d}\" is not a POSIX escape: it matches the letter \"{d}\"")
                 em.add_atom(re.escape(d))
         elif c == "[":
-            text, i = _posix_bracket(pattern, i + 1, newline)
+            text, i = _posix_bracket(pattern, i + 1, newline, icase)
             em.add_atom(text)
         elif c == ".":
             em.add_atom("." if newline else "(?s:.)")

@@ -243,7 +243,7 @@ class RegexpMap(Map):
                 extended = not extended
             else:
                 newline = not newline
-        text = ere_translate(raw, extended=extended, newline=newline,
+        text = ere_translate(raw, extended=extended, newline=newline, icase=icase,
                              warn=lambda note: self._note(line, note))
         options = (re.IGNORECASE if icase else 0) | (re.MULTILINE if newline else 0)
         return re.compile(text.encode("latin-1"), options), False

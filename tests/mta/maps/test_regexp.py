@@ -256,3 +256,12 @@ def test_map_attributes_and_missing_file(tmp_path: Path) -> None:
     assert (loaded.fold_case, loaded.fixed) == (False, False)
     with pytest.raises(MapError, match="open .*/absent: No such file or directory"):
         open_map(f"pcre:{tmp_path / 'absent'}")
+
+
+@pytest.mark.parametrize("kind", ["regexp", "pcre"])
+@pytest.mark.parametrize(("key", "found"), [("FOO", None), ("foo", None), ("1x", "Bogus"), ("<a>", "Bogus")])
+def test_negated_bracket_is_case_insensitive(kind: str, key: str, found: str | None) -> None:
+    """Postfix's default smtpd_forbidden_commands entry /^[^A-Z]/ must not match letters of either case."""
+    from mta.maps import open_map
+
+    assert open_map(f"{kind}:{{{{/^[^A-Z]/ Bogus}}}}").lookup(key) == found

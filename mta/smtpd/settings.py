@@ -1,0 +1,67 @@
+"""The main.cf parameters smtpd reads, checked and typed once per process (in pre_init)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from mta.match_list import StringList, string_list
+
+if TYPE_CHECKING:
+    from mta.config import MainConfig
+
+
+@dataclass(frozen=True)
+class SmtpdSettings:
+    """The main.cf parameters the SMTP server reads, typed (see postconf(5) for each)."""
+
+    myhostname: str
+    banner: str
+    message_size_limit: int
+    recipient_limit: int
+    recipient_overshoot_limit: int
+    timeout: int
+    soft_error_limit: int
+    hard_error_limit: int
+    error_sleep_time: int
+    junk_command_limit: int
+    line_length_limit: int
+    disable_vrfy: bool
+    helo_required: bool
+    peername_lookup: bool
+    client_port_logging: bool
+    strict_rfc821: bool
+    soft_bounce: bool
+    queue_minfree: int
+    forbid_unauth_pipelining: bool
+    smtputf8_enable: bool
+    forbidden_commands: StringList
+
+    @classmethod
+    def from_config(cls, cfg: "MainConfig") -> "SmtpdSettings":
+        """Read and check every parameter (a bad value is a ConfigError, before any client)."""
+        return cls(
+            myhostname=cfg.get("myhostname"),
+            banner=cfg.get("smtpd_banner"),
+            message_size_limit=cfg.get_int("message_size_limit", 0),
+            recipient_limit=cfg.get_int("smtpd_recipient_limit", 1),
+            recipient_overshoot_limit=cfg.get_int("smtpd_recipient_overshoot_limit", 0),
+            timeout=cfg.get_time("smtpd_timeout", 1),
+            soft_error_limit=cfg.get_int("smtpd_soft_error_limit", 1),
+            hard_error_limit=cfg.get_int("smtpd_hard_error_limit", 1),
+            error_sleep_time=cfg.get_time("smtpd_error_sleep_time", 0),
+            junk_command_limit=cfg.get_int("smtpd_junk_command_limit", 1),
+            line_length_limit=cfg.get_int("line_length_limit", 80),
+            disable_vrfy=cfg.get_bool("disable_vrfy_command"),
+            helo_required=cfg.get_bool("smtpd_helo_required"),
+            peername_lookup=cfg.get_bool("smtpd_peername_lookup"),
+            client_port_logging=cfg.get_bool("smtpd_client_port_logging"),
+            strict_rfc821=cfg.get_bool("strict_rfc821_envelopes"),
+            soft_bounce=cfg.get_bool("soft_bounce"),
+            queue_minfree=cfg.get_int("queue_minfree", 0),
+            forbid_unauth_pipelining=cfg.get_bool("smtpd_forbid_unauth_pipelining"),
+            smtputf8_enable=cfg.get_bool("smtputf8_enable"),
+            forbidden_commands=string_list(cfg, "smtpd_forbidden_commands"),
+        )
+
+
