@@ -153,6 +153,7 @@ compatibility_level = 3.6
 queue_directory = {self.base}/spool
 data_directory = {self.base}/data
 maillog_file = {self.base}/maillog
+maillog_file_prefixes = {self.base}
 inet_interfaces = 127.0.0.1
 inet_protocols = ipv4
 myhostname = {DOMAIN}

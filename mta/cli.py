@@ -27,6 +27,14 @@ COMMANDS: dict[str, str] = {
     "postmap": "mta.commands.postmap",
     "postalias": "mta.commands.postalias",
     "newaliases": "mta.commands.newaliases",
+    "postqueue": "mta.commands.postqueue",
+    "postsuper": "mta.commands.postsuper",
+    "sendmail": "mta.commands.sendmail",
+    "start": "mta.commands.start",
+    "stop": "mta.commands.stop",
+    "reload": "mta.commands.reload",
+    "status": "mta.commands.status",
+    "flush": "mta.commands.flush",
 }
 
 

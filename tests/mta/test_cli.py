@@ -11,6 +11,9 @@ import pytest
 
 from mta.cli import COMMANDS, build_parser, config_dir_from
 
+# Commands that cannot run without some operand or flag.
+OPERANDS = {"postmap": ["hash:/tmp/table"], "postalias": ["hash:/tmp/table"], "postqueue": ["-p"]}
+
 
 def resolve(argv: list[str]) -> tuple[Path, bool]:
     return config_dir_from(build_parser().parse_args(argv))
@@ -24,7 +27,7 @@ def test_default_is_etc_postfix(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_c_before_and_after_each_command(command: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MAIL_CONFIG", "/from/env")
-    operands = ["hash:/tmp/table"] if command in ("postmap", "postalias") else []
+    operands = OPERANDS.get(command, [])
     assert resolve(["-c", "/before", command, *operands]) == (Path("/before"), True)
     assert resolve([command, "-c", "/after", *operands]) == (Path("/after"), True)
     assert resolve(["-c", "/before", command, "-c", "/after", *operands]) == (Path("/after"), True)

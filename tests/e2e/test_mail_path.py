@@ -1,0 +1,199 @@
+"""End to end: real master, smtpd, cleanup, pickup, qmgr, local processes; real SMTP clients on loopback."""
+
+from __future__ import annotations
+
+import email
+import os
+import pwd
+import smtplib
+import stat
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import DOMAIN, Mta, maildir_messages, wait_for
+
+U1, U2 = "mtae2e1", "mtae2e2"
+
+
+def send(mta: Mta, rcpts: list[str], body: str = "hello", sender: str = f"alice@{DOMAIN}",
+         subject: str = "test") -> None:
+    msg = f"From: {sender}\nTo: {', '.join(rcpts)}\nSubject: {subject}\n\n{body}\n"
+    with smtplib.SMTP("127.0.0.1", mta.port, timeout=30) as client:
+        client.ehlo("client.example.test")
+        client.sendmail(sender, rcpts, msg)
+
+
+def home(user: str) -> str:
+    return pwd.getpwnam(user).pw_dir
+
+
+@pytest.fixture(autouse=True)
+def clean_maildirs() -> None:
+    for user in (U1, U2):
+        for sub in ("new", "cur", "tmp"):
+            d = Path(home(user)) / "Maildir" / sub
+            if d.is_dir():
+                for p in d.iterdir():
+                    p.unlink()
+
+
+def test_root_mail_reaches_unprivileged_maildir_through_alias(make_mta) -> None:  # type: ignore[no-untyped-def]
+    mta = make_mta(aliases=f"root: {U1}\n")
+    mta.start()
+    send(mta, [f"root@{DOMAIN}"], body="for root")
+    wait_for(lambda: len(maildir_messages(home(U1))) == 1, what="delivery to the root alias")
+    msg = maildir_messages(home(U1))[0]
+    assert b"for root" in msg and b"Delivered-To: root@" in msg
+    st = os.stat(next((Path(home(U1)) / "Maildir" / "new").iterdir()))
+    assert st.st_uid == pwd.getpwnam(U1).pw_uid
+    assert "status=sent" in mta.log()
+    assert mta.queue_files("incoming") == [] and mta.queue_files("active") == []
+
+
+def test_list_and_include_deliver_once_each(make_mta, scratch: Path) -> None:  # type: ignore[no-untyped-def]
+    members = scratch / "members"
+    members.write_text(f"{U1}\n{U2}\n{U1}\n")
+    mta = make_mta(aliases=f"team: {U1}, {U2}, {U1}\nlist: :include:{members}\n")
+    mta.start()
+    for alias, expected in (("team", 1), ("list", 2)):
+        send(mta, [f"{alias}@{DOMAIN}"], body=f"to {alias}")
+        wait_for(lambda: len(maildir_messages(home(U1))) >= expected
+                 and len(maildir_messages(home(U2))) >= expected, what=f"{alias} deliveries")
+        time.sleep(1.0)  # a duplicate would have arrived by now
+        assert len(maildir_messages(home(U1))) == expected, alias
+        assert len(maildir_messages(home(U2))) == expected, alias
+
+
+def test_file_and_pipe_aliases_run_unprivileged(make_mta, scratch: Path) -> None:  # type: ignore[no-untyped-def]
+    out = scratch / "out"
+    out.mkdir()
+    os.chmod(out, 0o777)
+    mta = make_mta(aliases=f'archive: {out}/archive.mbox\nrun: "|/usr/bin/id -u > {out}/uid"\n')
+    mta.start()
+    send(mta, [f"archive@{DOMAIN}", f"run@{DOMAIN}"], body="archived body")
+    wait_for(lambda: (out / "uid").exists() and (out / "archive.mbox").exists(), what="file and pipe")
+    assert int((out / "uid").read_text()) != 0
+    mbox = out / "archive.mbox"
+    assert b"archived body" in mbox.read_bytes() and mbox.read_bytes().startswith(b"From ")
+    assert os.stat(mbox).st_uid != 0
+
+
+def test_sendmail_t_as_non_root_user(make_mta) -> None:  # type: ignore[no-untyped-def]
+    mta = make_mta()
+    mta.start()
+    message = f"To: {U2}@{DOMAIN}\nBcc: {U1}@{DOMAIN}\nSubject: local\n\nfrom the shell\n".encode()
+    mta.run("sendmail", "-t", "-i", user=U1, input=message)
+    wait_for(lambda: len(maildir_messages(home(U2))) == 1 and len(maildir_messages(home(U1))) == 1,
+             what="sendmail -t deliveries")
+    got = maildir_messages(home(U2))[0]
+    assert b"from the shell" in got and b"Bcc:" not in got
+    assert f"Return-Path: <{U1}@{DOMAIN}>".encode() in got
+
+
+def test_tempfail_defers_then_flush_delivers(make_mta, scratch: Path) -> None:  # type: ignore[no-untyped-def]
+    flag = scratch / "broken"
+    flag.write_text("")
+    os.chmod(scratch, 0o755)
+    script = scratch / "deliver.sh"
+    script.write_text(f"#!/bin/sh\n[ -e {flag} ] && exit 75\ncat > {scratch}/delivered\n")
+    os.chmod(script, 0o755)
+    out = scratch
+    os.chmod(out, 0o777)
+    mta = make_mta(aliases=f'flaky: "|{script}"\n', main_extra="minimal_backoff_time = 300s\n"
+                   "maximal_backoff_time = 600s\nqueue_run_delay = 300s\n")
+    mta.start()
+    send(mta, [f"flaky@{DOMAIN}"], body="eventually")
+    wait_for(lambda: len(mta.queue_files("deferred")) == 1, what="deferral")
+    deferred = mta.queue_files("deferred")[0]
+    assert os.stat(deferred).st_mtime > time.time() + 200  # next retry in the future
+    assert "status=deferred" in mta.log()
+    flag.unlink()
+    mta.run("flush")
+    wait_for(lambda: (scratch / "delivered").exists(), what="delivery after flush")
+    assert b"eventually" in (scratch / "delivered").read_bytes()
+    wait_for(lambda: mta.queue_files("deferred") == [], what="deferred queue to empty")
+
+
+def test_lifetime_expiry_bounces_to_sender(make_mta, scratch: Path) -> None:  # type: ignore[no-untyped-def]
+    script = scratch / "fail.sh"
+    script.write_text("#!/bin/sh\necho 'try again later'\nexit 75\n")
+    os.chmod(script, 0o755)
+    mta = make_mta(aliases=f'stuck: "|{script}"\n', main_extra="maximal_queue_lifetime = 0\n")
+    mta.start()
+    send(mta, [f"stuck@{DOMAIN}"], sender=f"{U1}@{DOMAIN}", subject="will expire")
+    wait_for(lambda: len(maildir_messages(home(U1))) == 1, what="the bounce")
+    raw = maildir_messages(home(U1))[0]
+    dsn = email.message_from_bytes(raw)
+    assert dsn.get_content_type() == "multipart/report"
+    assert dsn.get_param("report-type") == "delivery-status"
+    assert dsn["Return-Path"] == "<>"
+    parts = [part.get_content_type() for part in dsn.walk()]
+    assert "message/delivery-status" in parts and "text/rfc822-headers" in parts
+    assert b"Final-Recipient: rfc822; stuck@" in raw and b"Subject: will expire" in raw
+    wait_for(lambda: mta.queue_files("deferred") == [] and mta.queue_files("active") == [],
+             what="the queue to empty")
+
+
+def test_queue_files_are_private(make_mta) -> None:  # type: ignore[no-untyped-def]
+    mta = make_mta()
+    mta.start()
+    for name in ("incoming", "active", "deferred", "maildrop"):
+        mode = stat.S_IMODE(os.stat(mta.spool / name).st_mode)
+        assert mode & 0o007 == 0, f"{name} is accessible to others: {oct(mode)}"
+
+
+def _load(mta: Mta, count: int, accepted: list[str], stop: threading.Event) -> None:
+    """Send up to count messages, one session each; record the tag of every message that got 250."""
+    name = threading.current_thread().name
+    for i in range(count):
+        if stop.is_set():
+            return
+        tag = f"{name}-{i}"
+        try:
+            with smtplib.SMTP("127.0.0.1", mta.port, timeout=30) as client:
+                client.sendmail(f"load@{DOMAIN}", [f"{U2}@{DOMAIN}"], f"Subject: load {tag}\n\nn={tag}\n")
+                accepted.append(tag)
+        except (smtplib.SMTPException, OSError):
+            time.sleep(0.05)
+
+
+def test_reload_under_load_loses_nothing(make_mta) -> None:  # type: ignore[no-untyped-def]
+    mta = make_mta()
+    mta.start()
+    accepted: list[str] = []
+    stop = threading.Event()
+    threads = [threading.Thread(target=_load, args=(mta, 40, accepted, stop)) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for _ in range(3):
+        time.sleep(0.5)
+        mta.run("reload")
+    for t in threads:
+        t.join(timeout=120)
+    assert len(accepted) == 120
+    wait_for(lambda: len(maildir_messages(home(U2))) == len(accepted), timeout=60, what="all deliveries")
+
+
+def test_kill_9_loses_no_accepted_message(make_mta) -> None:  # type: ignore[no-untyped-def]
+    mta = make_mta()
+    mta.start()
+    accepted: list[str] = []
+    stop = threading.Event()
+    threads = [threading.Thread(target=_load, args=(mta, 200, accepted, stop)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(1.5)
+    mta.kill_tree()
+    stop.set()
+    for t in threads:
+        t.join(timeout=60)
+    got_250 = len(accepted)
+    assert got_250 > 0
+    mta.start()
+    wait_for(lambda: len(maildir_messages(home(U2))) >= got_250, timeout=120,
+             what=f"{got_250} accepted messages to be delivered after the crash")
+    bodies = {m.split(b"n=")[-1].strip() for m in maildir_messages(home(U2))}
+    assert {s.encode() for s in accepted} <= bodies

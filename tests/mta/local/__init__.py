@@ -1,0 +1,1 @@
+"""Tests for mta.local (local(8) delivery)."""

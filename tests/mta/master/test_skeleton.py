@@ -1,0 +1,36 @@
+"""Finding daemons for master.cf commands (the process side is exercised through real masters)."""
+
+from __future__ import annotations
+
+import pytest
+
+from mta.skeleton import DaemonError, daemon_available, daemon_load, daemon_module, process_name
+from tests.mta.master import daemons
+
+
+@pytest.mark.parametrize("command, module, name", [
+    ("smtpd", ("mta.smtpd", None), "smtpd"),
+    ("/usr/lib/postfix/sbin/qmgr", ("mta.qmgr", None), "qmgr"),
+    ("tests.mta.master.daemons:echo", ("tests.mta.master.daemons", "echo"), "echo"),
+    ("tests.mta.master.daemons", ("tests.mta.master.daemons", None), "daemons"),
+])
+def test_daemon_module_and_name(command: str, module: tuple[str, str | None], name: str) -> None:
+    assert daemon_module(command) == module
+    assert process_name(command) == name
+
+
+def test_availability() -> None:
+    assert daemon_module("trivial-rewrite") is None
+    assert not daemon_available("trivial-rewrite")
+    assert not daemon_available("no.such.module")
+    assert daemon_available("tests.mta.master.daemons:echo")
+
+
+def test_load() -> None:
+    assert daemon_load("tests.mta.master.daemons:recorder") is daemons.Recorder
+    with pytest.raises(DaemonError, match="module tests.mta.master.daemons has no daemon nosuch"):
+        daemon_load("tests.mta.master.daemons:nosuch")
+    with pytest.raises(DaemonError, match="import no.such.module: ModuleNotFoundError"):
+        daemon_load("no.such.module")
+    with pytest.raises(DaemonError, match="command smtp is not available in this MTA"):
+        daemon_load("smtp")
