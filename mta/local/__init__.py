@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import time
 from pathlib import Path
@@ -127,7 +128,8 @@ def pre_init(ctx: DaemonContext) -> None:
 
 
 def post_init(ctx: DaemonContext) -> None:
-    """Warn when not root: deliveries to other users will then fail and defer."""
+    """Ignore SIGXFSZ (a write past mailbox_size_limit then fails with EFBIG); warn when not root."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     if os.geteuid() != 0:
         log.msg_warn("local: not running as root; deliveries as other users will fail")
 

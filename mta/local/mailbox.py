@@ -31,7 +31,6 @@ import os
 import random
 import re
 import resource
-import signal
 import stat
 import time
 from dataclasses import dataclass, replace
@@ -180,7 +179,6 @@ def _mbox_write(path: str, data: bytes, policy: MboxPolicy) -> dict[str, Any]:
         if not policy.mailbox and regular and st.st_mode & 0o111:
             return {"dsn": "5.7.1", "reason": "file is executable"}
         if policy.size_limit > 0 and regular:
-            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of death
             resource.setrlimit(resource.RLIMIT_FSIZE, (policy.size_limit, resource.RLIM_INFINITY))
         if policy.write_as is not None:
             os.setegid(policy.write_as[1])

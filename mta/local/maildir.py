@@ -15,7 +15,6 @@ from __future__ import annotations
 import mailbox
 import os
 import resource
-import signal
 from typing import Any
 
 from mta import log, proto
@@ -37,7 +36,6 @@ def maildir_write(path: str, data: bytes, size_limit: int) -> dict[str, Any]:
         return {"dsn": mbox_dsn(exc.errno or 0, "5.2.0"), "access": exc.errno == 13,
                 "reason": f"create maildir file {path}: {os.strerror(exc.errno or 0)}"}
     if size_limit > 0:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of death
         resource.setrlimit(resource.RLIMIT_FSIZE, (size_limit, resource.RLIM_INFINITY))
     try:
         box = mailbox.Maildir(path, factory=None, create=False)

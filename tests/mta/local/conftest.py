@@ -181,3 +181,11 @@ def env(tmp_path: Path, base: Path, users: dict[str, pwd.struct_passwd]) -> Iter
     environment.stop()
     shutil.rmtree(pub, ignore_errors=True)
     shutil.rmtree(spool, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _ignore_sigxfsz() -> None:
+    """As the local daemon does in post_init: a write past the size limit fails with EFBIG."""
+    import signal
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import fcntl
 import grp
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 from mta.local.mailbox import mbox_format
@@ -37,9 +38,18 @@ def test_spool_mbox_waits_for_locks(env: LocalEnv) -> None:
     env.deliver(f"mtatest1@{HOST}")
     mbox = env.spool / "mtatest1"
     size = mbox.stat().st_size
-    with open(mbox, "ab") as held:
-        fcntl.lockf(held, fcntl.LOCK_EX)
+    # A mail reader in another process holds the fcntl lock (POSIX record locks
+    # do not conflict within one process, and local delivers in-process).
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'ab'); "
+         "fcntl.lockf(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)", str(mbox)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         [reply] = env.deliver(f"mtatest1@{HOST}")
+    finally:
+        holder.kill()
+        holder.wait()
     assert (reply["status"], reply["dsn"]) == (4, "4.2.0")
     assert reply["reason"] == (f"cannot update mailbox {mbox} for user mtatest1. "
                                "unable to lock for exclusive access: Resource temporarily unavailable")

@@ -1,4 +1,4 @@
-"""Tests for mta.local.privs: running code in a child as another user, and checked table-file reads."""
+"""Tests for mta.local.privs: acting with a user's effective ids and getting root back, and checked table-file reads."""
 
 from __future__ import annotations
 
@@ -21,12 +21,43 @@ def _fail() -> None:
     raise RuntimeError("boom")
 
 
-def test_run_as_switches_every_id_in_the_child_only() -> None:
+def test_run_as_switches_effective_ids_for_the_call_only() -> None:
     creds = privs.creds_of(NOBODY.pw_uid, NOBODY.pw_gid)
     uid, gid = NOBODY.pw_uid, NOBODY.pw_gid
-    assert privs.run_as(creds, _ids) == [uid, uid, gid, gid, gid]
-    assert os.geteuid() == 0
+    before = _ids()
+    assert privs.run_as(creds, _ids) == [0, uid, 0, gid, gid]
+    assert _ids() == before
     assert privs.run_as(None, os.geteuid) == 0
+
+
+def test_run_as_creates_files_as_the_user() -> None:
+    import shutil
+    import tempfile
+
+    where = Path(tempfile.mkdtemp(dir="/var/tmp"))  # pytest's own tmp dirs are root-only
+    os.chmod(where, 0o777)
+    target = where / "made"
+    privs.run_as(privs.creds_of(NOBODY.pw_uid, NOBODY.pw_gid), target.write_text, "x")
+    st = os.stat(target)
+    shutil.rmtree(where)
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (NOBODY.pw_uid, NOBODY.pw_gid, 0o600)
+
+
+def test_run_as_cannot_read_roots_files(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("root only")
+    os.chmod(secret, 0o600)
+    with pytest.raises(privs.PrivsError, match="PermissionError"):
+        privs.run_as(privs.creds_of(NOBODY.pw_uid, NOBODY.pw_gid), secret.read_text)
+    assert os.geteuid() == 0
+
+
+def test_run_as_restores_limits() -> None:
+    import resource
+
+    before = resource.getrlimit(resource.RLIMIT_FSIZE)
+    privs.run_as(None, resource.setrlimit, resource.RLIMIT_FSIZE, (1000, before[1]))
+    assert resource.getrlimit(resource.RLIMIT_FSIZE) == before
 
 
 def test_child_errors_come_back_as_privs_error() -> None:
