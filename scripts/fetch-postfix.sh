@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Unpack Debian's real Postfix 3.7 (postfix and postfix-pcre .debs) into .cache/postfix-3.7/root,
-# for the differential tests and benchmarks. Nothing is installed on the machine.
+# Unpack Debian's real Postfix 3.7 (postfix and postfix-pcre .debs) and the swaks SMTP client
+# into .cache/postfix-3.7/root, for the differential tests, the end-to-end tests and the
+# benchmarks. Nothing is installed on the machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dest=.cache/postfix-3.7
-if [ -x "$dest/root/usr/sbin/postconf" ] && [ -x "$dest/root/usr/sbin/postmap" ]; then
+if [ -x "$dest/root/usr/sbin/postconf" ] && [ -x "$dest/root/usr/sbin/postmap" ] \
+    && [ -x "$dest/root/usr/bin/swaks" ]; then
     exit 0
 fi
 mkdir -p "$dest/debs"
@@ -16,7 +18,7 @@ fetch() {
         apt-get download "$@" >/dev/null
     }
 }
-fetch postfix postfix-pcre
+fetch postfix postfix-pcre swaks
 rm -rf ../root.new
 mkdir -p ../root.new
 for deb in ./*.deb; do dpkg-deb -x "$deb" ../root.new; done

@@ -7,12 +7,14 @@ import os
 import pwd
 import smtplib
 import stat
+import subprocess
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import find_postfix_root
 from tests.e2e.conftest import DOMAIN, Mta, maildir_messages, wait_for
 
 U1, U2 = "mtae2e1", "mtae2e2"
@@ -197,3 +199,31 @@ def test_kill_9_loses_no_accepted_message(make_mta) -> None:  # type: ignore[no-
              what=f"{got_250} accepted messages to be delivered after the crash")
     bodies = {m.split(b"n=")[-1].strip() for m in maildir_messages(home(U2))}
     assert {s.encode() for s in accepted} <= bodies
+
+
+def test_swaks_client_and_smtp_replies(make_mta) -> None:  # type: ignore[no-untyped-def]
+    """A second real SMTP client (swaks, from Debian's package) gets Postfix's replies and delivers."""
+    root = find_postfix_root()
+    swaks = root / "usr/bin/swaks" if root else None
+    if swaks is None or not swaks.exists():
+        if os.environ.get("CI"):
+            pytest.fail("swaks not unpacked: run scripts/fetch-postfix.sh")
+        pytest.skip("swaks not unpacked: run scripts/fetch-postfix.sh")
+    mta = make_mta(aliases=f"root: {U1}\n")
+    mta.start()
+    done = subprocess.run(
+        ["perl", str(swaks), "--server", f"127.0.0.1:{mta.port}", "--helo", "client.example.test",
+         "--from", f"alice@{DOMAIN}", "--to", f"root@{DOMAIN}", "--body", "sent by swaks"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "<-  250 2.1.0 Ok" in done.stdout and "<-  250 2.1.5 Ok" in done.stdout
+    assert "<-  354 End data with <CR><LF>.<CR><LF>" in done.stdout
+    assert "<-  250 2.0.0 Ok: queued as " in done.stdout and "<-  221 2.0.0 Bye" in done.stdout
+    wait_for(lambda: any(b"sent by swaks" in m for m in maildir_messages(home(U1))), what="swaks delivery")
+    relay = subprocess.run(
+        ["perl", str(swaks), "--server", f"127.0.0.1:{mta.port}", "--local-interface", "127.0.0.2",
+         "--from", f"alice@{DOMAIN}", "--to", "victim@elsewhere.example", "--quit-after", "RCPT"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert "<** 454 4.7.1 <victim@elsewhere.example>: Relay access denied" in relay.stdout
