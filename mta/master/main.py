@@ -34,6 +34,7 @@ from mta.master.pidfile import pidfile_lock, pidfile_remove
 from mta.master.service import Service, exit_text, service_cfg, service_fingerprint
 from mta.master.spawn import MASTER_SIGNALS
 from mta.service_table import ServiceRow
+from mta.skeleton import daemon_preload
 
 STOP_TIMEOUT = 30.0  # seconds children get to finish their clients on stop
 TICK = 1.0  # the longest the loop waits
@@ -114,6 +115,7 @@ class Master:
             if text not in self.warned:
                 self.warned.add(text)
                 log.msg_warn(text)
+        daemon_preload([row.command for row in runnable])
         return runnable
 
     def _service_add(self, svc: Service) -> None:
