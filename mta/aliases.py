@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import os
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -53,6 +52,7 @@ from typing import Iterable, Iterator, Sequence
 
 from mta import log
 from mta.errors import ConfigError, MapError
+from mta.eugid import effective_ids
 from mta.maps import Map, split_spec
 from mta.maps.hash import hash_build, hash_db_path
 from mta.tok822 import (
@@ -228,21 +228,6 @@ def alias_db_mode(source_mode: int, inherit: bool = True) -> int:
     return 0o600 | (source_mode & 0o044) if inherit else 0o644
 
 
-@contextmanager
-def _privileges(uid: int, gid: int) -> Iterator[None]:
-    """Run the body with effective uid/gid (and only gid as group); restore root's afterwards."""
-    saved = (os.geteuid(), os.getegid(), os.getgroups())
-    os.setgroups([gid])
-    os.setegid(gid)
-    os.seteuid(uid)
-    try:
-        yield
-    finally:
-        os.seteuid(saved[0])
-        os.setegid(saved[1])
-        os.setgroups(saved[2])
-
-
 def alias_build(
     spec: str,
     *,
@@ -300,7 +285,7 @@ def alias_build(
     if os.geteuid() == 0 and not keep_root:
         # PRIVILEGES. Postfix drops to the source file's owner and group, so a
         # user's table is built with that user's rights and belongs to them.
-        with _privileges(st.st_uid, st.st_gid):
+        with effective_ids(st.st_uid, st.st_gid):
             if old is not None and not os.access(db_path, os.W_OK, effective_ids=True):
                 raise MapError(f"open database {db_path}: Permission denied")
             if st.st_uid != 0:

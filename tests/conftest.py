@@ -53,3 +53,12 @@ def _restore_mta_logger() -> Iterator[None]:
     logger.handlers[:] = saved[0]
     logger.propagate = saved[1]
     logger.setLevel(saved[2])
+
+
+@pytest.fixture(autouse=True)
+def _ids_unchanged() -> Iterator[None]:
+    """No test (nor the code it runs in-process) may leave the process with other effective ids."""
+    before = (os.geteuid(), os.getegid(), sorted(os.getgroups()))
+    yield
+    after = (os.geteuid(), os.getegid(), sorted(os.getgroups()))
+    assert after == before, f"effective ids leaked: {before} -> {after}"

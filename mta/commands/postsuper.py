@@ -29,12 +29,12 @@ import os
 import pwd
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 from mta import clients, log
 from mta.config import load_config
+from mta.eugid import effective_ids
 from mta.queue import ACTIVE as ACTIVE_QUEUE
 from mta.queue import (
     DEFERRED,
@@ -86,21 +86,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("queues", nargs="*", metavar="queue",
                         help="queues to act on (default: hold incoming active deferred)")
     parser.set_defaults(operations=None)
-
-
-@contextmanager
-def _mail_owner(uid: int, gid: int) -> Iterator[None]:
-    """Switch the effective ids to mail_owner for the body; root's come back afterwards."""
-    saved = os.getgroups()
-    os.setgroups([gid])
-    os.setegid(gid)
-    os.seteuid(uid)
-    try:
-        yield
-    finally:
-        os.seteuid(0)
-        os.setegid(0)
-        os.setgroups(saved)
 
 
 def _logs_remove(queue_dir: Path, queue_id: str) -> None:
@@ -197,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
     except KeyError:
         log.msg_fatal(f"unknown mail_owner user: {cfg.get('mail_owner')}")
         return 1
-    with _mail_owner(owner.pw_uid, owner.pw_gid):
+    with effective_ids(owner.pw_uid, owner.pw_gid):
         counts = run_operations(queue_dir, operations, args.queues or DEFAULT_QUEUES)
     for action, label in SUMMARIES:
         if action in counts:

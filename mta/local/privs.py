@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from mta.errors import MtaError
+from mta.eugid import effective_ids
 
 MAX_TABLE_FILE = 1 << 20  # largest .forward or :include: file read
 
@@ -63,28 +64,24 @@ def run_as(creds: Creds | None, func: Callable[..., Any], *args: Any) -> Any:
     + func: one of this package's file operations (see DELIVERY RIGHTS); an
       exception in it becomes PrivsError.
     """
-    saved_groups = os.getgroups()
+    saved_ids = (os.geteuid(), os.getegid(), os.getgroups())
     saved_umask = os.umask(0o077)
     saved_fsize = resource.getrlimit(resource.RLIMIT_FSIZE)
-    switched = False
     try:
-        if creds is not None:
-            os.setgroups(list(creds.groups) or [creds.gid])
-            os.setegid(creds.gid)
-            os.seteuid(creds.uid)
-            switched = True
-        return func(*args)
+        if creds is None:
+            return func(*args)
+        with effective_ids(creds.uid, creds.gid, creds.groups):
+            return func(*args)
     except Exception as exc:  # noqa: BLE001 - the caller gets one error type
         raise PrivsError(f"{type(exc).__name__}: {exc}") from exc
     finally:
-        if switched:
-            os.seteuid(0)
-            os.setegid(0)
-            os.setgroups(saved_groups)
+        # func may itself drop to a user after opening a root-only file (the
+        # spool mbox writer does): put every id back, root's uid first.
+        os.seteuid(saved_ids[0])
+        os.setegid(saved_ids[1])
+        os.setgroups(saved_ids[2])
         os.umask(saved_umask)
         resource.setrlimit(resource.RLIMIT_FSIZE, saved_fsize)
-        if os.geteuid() != 0:  # pragma: no cover - a broken invariant
-            raise PrivsError("run_as: could not get root back")
 
 
 def run_delivery(creds: Creds | None, func: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:

@@ -80,3 +80,15 @@ def test_table_file_read_checks(tmp_path: Path) -> None:
     os.chown(good, NOBODY.pw_uid, NOBODY.pw_gid)
     good.chmod(0o644)
     assert "bad owner uid" in privs.table_file_read(str(good), 1234, False, 0o022)["warning"]
+
+
+def _drop_to_nobody() -> None:
+    os.setegid(NOBODY.pw_gid)
+    os.seteuid(NOBODY.pw_uid)
+
+
+def test_run_as_restores_ids_a_function_changed() -> None:
+    """The spool mbox writer opens as root and then writes as the user: run_as puts root back."""
+    before = _ids()
+    privs.run_as(None, _drop_to_nobody)
+    assert _ids() == before
