@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -29,10 +30,15 @@ def test_ids_inside_and_after() -> None:
 
 def test_restored_after_an_error() -> None:
     before = ids()
-    secret = Path(tempfile.mkdtemp()) / "secret"
+    where = Path(tempfile.mkdtemp())
+    where.chmod(0o755)  # nobody may enter the directory but not read the file
+    secret = where / "secret"
     secret.write_text("root only")
     secret.chmod(0o600)
-    with pytest.raises(PermissionError):
-        with effective_ids(NOBODY.pw_uid, NOBODY.pw_gid):
-            secret.read_text()
+    try:
+        with pytest.raises(PermissionError):
+            with effective_ids(NOBODY.pw_uid, NOBODY.pw_gid):
+                secret.read_text()
+    finally:
+        shutil.rmtree(where)
     assert ids() == before
