@@ -129,12 +129,15 @@ def fsync_dir(directory: Path) -> None:
 
 
 def queue_finish(qf: QueueFile) -> None:
-    """Make an embryonic file ready: fsync its data, mode 0700, fsync it and its directory.
+    """Make an embryonic file ready: mode 0700, then fsync it and its directory.
 
     Only after this returns may a daemon tell its client the message is queued.
+    One fsync covers data and mode together. A crash before it returns may leave
+    a 0700 file whose data did not all reach the disk; the record format catches
+    that (content length and end marker), the file is quarantined in corrupt/,
+    and nothing was acknowledged for it, so the client sends the message again.
     """
     try:
-        os.fsync(qf.fd)
         os.fchmod(qf.fd, MODE_READY)
         os.fsync(qf.fd)
         fsync_dir(qf.path.parent)
