@@ -8,9 +8,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
 import tempfile
-import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +22,7 @@ from mta.config import load_config
 from mta.record import Envelope, Recipient, record_encode
 from mta.service_table import row_parse
 from mta.skeleton import DaemonContext
+from tests.unix_server import UnixServer
 
 ARRIVAL = 1606159343  # Mon Nov 23 19:22:23 2020 UTC
 REFUSED = "connect to mx.example.test[192.0.2.25]:25: Connection refused"
@@ -147,29 +146,13 @@ def test_address_quote() -> None:
     assert showq.address_quote("bell\a@x") == '"bell?"@x'
 
 
-def showq_start(q: QueueFixture) -> socket.socket:
-    """Run the showq service on public/showq in a thread; close the returned socket to stop it."""
+def showq_start(q: QueueFixture) -> UnixServer:
+    """Run the showq service on public/showq in a thread; close() the returned server to stop it."""
     cfg = load_config(q.config_dir)
     ctx = DaemonContext(row_parse("showq unix n - n - - showq"), cfg, q.queue_dir)
     showq.pre_init(ctx)
     showq.post_init(ctx)
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(str(q.queue_dir / "public" / "showq"))
-    server.listen(5)
-
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            try:
-                showq.service(conn, ctx)
-            finally:
-                conn.close()
-
-    threading.Thread(target=serve, daemon=True).start()
-    return server
+    return UnixServer(q.queue_dir / "public" / "showq", lambda conn: showq.service(conn, ctx)).start()
 
 
 def test_service_sends_each_message_then_end(qfix: QueueFixture) -> None:

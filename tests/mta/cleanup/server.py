@@ -19,6 +19,7 @@ from mta.config import MainConfig, load_config
 from mta.service_table import row_parse
 from mta.skeleton import DaemonContext
 from tests.mta.test_derived import INTERFACES
+from tests.unix_server import UnixServer
 
 NOBODY = 65534
 QUEUE_DIRS = ("maildrop", "incoming", "active", "deferred", "hold", "corrupt", "public", "private", "submit")
@@ -52,51 +53,6 @@ def ctx_make(command: str, cfg: MainConfig, queue: Path) -> DaemonContext:
     """A DaemonContext for command, as the master would build it (unchrooted)."""
     row = row_parse(f"{command} unix n - n - - {command}")
     return DaemonContext(row, cfg, queue)
-
-
-class UnixServer:
-    """Serve a unix socket in a thread; each connection goes to handler(conn), then is closed.
-
-    Use as a context manager: ``with UnixServer(path, handler) as server: ...``;
-    ``server.errors`` holds tracebacks of handler exceptions.
-    """
-
-    def __init__(self, path: Path, handler: Callable[[socket.socket], None], mode: int = 0o666) -> None:
-        self.path = path
-        self.handler = handler
-        self.errors: list[str] = []
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(str(path))
-        os.chmod(path, mode)
-        self.sock.listen(16)
-        self.sock.settimeout(0.05)
-        self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except (TimeoutError, OSError):
-                continue
-            conn.settimeout(None)
-            try:
-                self.handler(conn)
-            except Exception:  # noqa: BLE001 - reported to the test through errors
-                self.errors.append(traceback.format_exc())
-            finally:
-                conn.close()
-
-    def __enter__(self) -> "UnixServer":
-        self.thread.start()
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self._stop.set()
-        self.thread.join(5)
-        self.sock.close()
-        self.path.unlink(missing_ok=True)
 
 
 class TriggerSink:

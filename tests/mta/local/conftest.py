@@ -11,10 +11,8 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +27,7 @@ from mta.queue import ACTIVE, queue_path
 from mta.record import Envelope, Recipient, record_encode
 from mta.service_table import row_parse
 from mta.skeleton import DaemonContext
+from tests.unix_server import UnixServer
 
 HOST = "mail.example.test"
 USERS = ("mtatest1", "mtatest2")
@@ -77,7 +76,7 @@ class LocalEnv:
     users: dict[str, pwd.struct_passwd]
     params: dict[str, str] = field(default_factory=dict)
     ctx: DaemonContext | None = None
-    _servers: list[socket.socket] = field(default_factory=list)
+    _servers: list[UnixServer] = field(default_factory=list)
     _count: int = 0
 
     @property
@@ -107,21 +106,8 @@ class LocalEnv:
         local.post_init(self.ctx)
         sock_path = self.queue_dir / "private" / "local"
         sock_path.unlink(missing_ok=True)
-        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        server.bind(str(sock_path))
-        server.listen(5)
-        self._servers.append(server)
         ctx = self.ctx
-
-        def serve() -> None:
-            while True:
-                try:
-                    conn, _ = server.accept()
-                except OSError:
-                    return
-                local.service(conn, ctx)
-
-        threading.Thread(target=serve, daemon=True).start()
+        self._servers.append(UnixServer(sock_path, lambda conn: local.service(conn, ctx)).start())
 
     def stop(self) -> None:
         for server in self._servers:
