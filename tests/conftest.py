@@ -1,16 +1,37 @@
-"""Shared fixtures: where the real Debian Postfix 3.7 binaries are, and how to run them."""
+"""Shared fixtures and helpers: the real Debian Postfix 3.7 binaries, free ports, polling, leak checks."""
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
 import subprocess
+import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> object:
+    """Poll predicate until it returns something true; fail the test after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
 
 
 def find_postfix_root() -> Path | None:

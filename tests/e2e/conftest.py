@@ -6,37 +6,20 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
 
+from tests.conftest import free_port, wait_for
+
 REPO = Path(__file__).resolve().parents[2]
 USERS = ("mtae2e1", "mtae2e2")
 DOMAIN = "example.test"
 HOST = f"gw.{DOMAIN}"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
-    """Poll predicate until it is true; fail the test after timeout seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
 @pytest.fixture(scope="session")
@@ -193,8 +176,4 @@ def make_mta(scratch: Path, users: dict[str, pwd.struct_passwd]) -> Iterator[Cal
             mta.kill_tree()
 
 
-def python() -> str:
-    return sys.executable
-
-
-__all__ = ["Mta", "maildir_messages", "wait_for", "free_port", "DOMAIN", "HOST", "shutil"]
+__all__ = ["Mta", "maildir_messages", "wait_for", "free_port", "DOMAIN", "HOST"]

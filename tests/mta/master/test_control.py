@@ -6,7 +6,8 @@ import os
 import signal
 import socket
 
-from tests.mta.master.conftest import DAEMONS, Instance, connect, free_port, wait_for
+from tests.conftest import free_port, wait_for
+from tests.mta.master.conftest import DAEMONS, Instance, connect
 
 
 def echo_cf(port: int, extra: str = "") -> str:

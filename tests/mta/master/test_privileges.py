@@ -6,7 +6,8 @@ import json
 import os
 import pwd
 
-from tests.mta.master.conftest import DAEMONS, Instance, free_port, readline
+from tests.conftest import free_port
+from tests.mta.master.conftest import DAEMONS, Instance, readline
 
 
 def whoami(port: int) -> dict[str, object]:

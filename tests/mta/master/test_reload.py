@@ -8,7 +8,8 @@ import socket
 
 import pytest
 
-from tests.mta.master.conftest import DAEMONS, Instance, connect, free_port, readline
+from tests.conftest import free_port
+from tests.mta.master.conftest import DAEMONS, Instance, connect, readline
 
 
 def test_reload_keeps_session_and_applies_override(instance: Instance) -> None:

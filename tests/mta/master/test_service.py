@@ -15,7 +15,8 @@ from mta.master.listen import Listener
 from mta.master.service import Child, Service, exit_text, service_cfg
 from mta.service_table import row_parse
 from mta.skeleton_loop import STATUS, STATUS_BUSY, STATUS_IDLE
-from tests.mta.master.conftest import DAEMONS, Instance, connect, free_port, readline, wait_for
+from tests.conftest import free_port, wait_for
+from tests.mta.master.conftest import DAEMONS, Instance, connect, readline
 
 
 def test_maxproc_honoured(instance: Instance) -> None:

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from tests.mta.master.conftest import DAEMONS, Instance, connect, free_port, readline, wait_for
+from tests.conftest import free_port, wait_for
+from tests.mta.master.conftest import DAEMONS, Instance, connect, readline
 
 
 def test_stop_lets_inflight_connection_finish(instance: Instance) -> None:
