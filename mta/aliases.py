@@ -54,7 +54,7 @@ from mta import log
 from mta.errors import ConfigError, MapError
 from mta.eugid import effective_ids
 from mta.maps import Map, split_spec
-from mta.maps.hash import hash_build, hash_db_path
+from mta.maps.hash import hash_build, hash_db_path, table_owner_mode
 from mta.tok822 import (
     LINE_SPACE,
     Token,
@@ -217,17 +217,6 @@ def compat_records(hostname: str, now: float | None = None) -> list[tuple[str, s
 # ---------------------------------------------------------------------------
 # BUILD
 
-def alias_db_mode(source_mode: int, inherit: bool = True) -> int:
-    """Mode of a new table: owner read-write plus the source's group and other read bits.
-
-    + source_mode: st_mode of the source file.
-    + inherit: False gives 0644 (postalias -p).
-    >>> oct(alias_db_mode(0o640)), oct(alias_db_mode(0o755)), oct(alias_db_mode(0o600, False))
-    ('0o640', '0o644', '0o644')
-    """
-    return 0o600 | (source_mode & 0o044) if inherit else 0o644
-
-
 def alias_build(
     spec: str,
     *,
@@ -271,22 +260,13 @@ def alias_build(
         entry_add(table, AliasEntry(key, value, str(db_path), 0), duplicates)
     records = [(entry.name, entry.value) for entry in table.values()]
 
-    mode, uid, gid = alias_db_mode(st.st_mode, inherit_mode), None, None
-    try:
-        old = os.stat(db_path)
-    except FileNotFoundError:
-        old = None
-    except OSError as exc:
-        raise MapError(f"open database {db_path}: {os.strerror(exc.errno or 0)}") from exc
-    if old is not None:
-        mode = old.st_mode & 0o7777
-        if os.geteuid() == 0:
-            uid, gid = old.st_uid, old.st_gid
+    mode, uid, gid = table_owner_mode(db_path, st.st_mode, inherit_mode)
+    old = db_path.exists()
     if os.geteuid() == 0 and not keep_root:
         # PRIVILEGES. Postfix drops to the source file's owner and group, so a
         # user's table is built with that user's rights and belongs to them.
         with effective_ids(st.st_uid, st.st_gid):
-            if old is not None and not os.access(db_path, os.W_OK, effective_ids=True):
+            if old and not os.access(db_path, os.W_OK, effective_ids=True):
                 raise MapError(f"open database {db_path}: Permission denied")
             if st.st_uid != 0:
                 # Not root any more: the new file simply belongs to the source's owner.

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import stat
 import sys
 from pathlib import Path
 from typing import IO, Sequence
@@ -38,7 +37,7 @@ from typing import IO, Sequence
 from mta.config import load_config
 from mta.errors import MapError
 from mta.maps import MAP_TYPES, Map, maps_find, open_map, split_spec
-from mta.maps.hash import HashMap, hash_build, hash_db_path
+from mta.maps.hash import HashMap, hash_build, hash_db_path, table_owner_mode
 from mta.maps.source import Duplicates, source_read, source_read_stream
 
 SUMMARY = "build indexed tables from access(5)-style files, or query any lookup table"
@@ -81,28 +80,12 @@ def postmap_spec(spec: str, default_type: str) -> tuple[str, str]:
 
 def postmap_mode(db_path: Path, source: Path | None, *,
                  inherit: bool = True) -> tuple[int, int | None, int | None]:
-    """The (mode, uid, gid) a rebuilt table gets.
-
-    An existing table keeps its mode (and owner, when we are root: Postfix
-    rewrites it in place). A new one gets 0600 plus the source's group and
-    other read bits, or 0644 when inherit is False (postmap -p).
-    """
+    """The (mode, uid, gid) a rebuilt table gets (see mta.maps.hash.table_owner_mode)."""
     try:
-        current = os.stat(db_path)
+        source_mode = None if source is None else os.stat(source).st_mode
     except OSError:
-        current = None
-    if current is not None:
-        mode = stat.S_IMODE(current.st_mode)
-        if os.geteuid() == 0:
-            return mode, current.st_uid, current.st_gid
-        return mode, None, None
-    if not inherit or source is None:
-        return 0o644, None, None
-    try:
-        source_mode = stat.S_IMODE(os.stat(source).st_mode)
-    except OSError:
-        return 0o644, None, None
-    return 0o600 | (source_mode & 0o044), None, None
+        source_mode = None
+    return table_owner_mode(db_path, source_mode, inherit)
 
 
 def postmap_build(

@@ -36,6 +36,42 @@ def hash_db_path(name: str | Path) -> Path:
     return Path(f"{name}{SUFFIX}")
 
 
+def table_mode(source_mode: int, inherit: bool = True) -> int:
+    """Mode of a new table: owner read-write plus the source's group and other read bits.
+
+    + source_mode: st_mode of the source file.
+    + inherit: False gives 0644 (postmap -p, postalias -p).
+    >>> oct(table_mode(0o640)), oct(table_mode(0o755)), oct(table_mode(0o600, False))
+    ('0o640', '0o644', '0o644')
+    """
+    return 0o600 | (source_mode & 0o044) if inherit else 0o644
+
+
+def table_owner_mode(db_path: Path, source_mode: int | None,
+                     inherit: bool = True) -> tuple[int, int | None, int | None]:
+    """The (mode, uid, gid) a rebuilt table gets, as postmap and postalias give it.
+
+    An existing table keeps its mode (and owner, when we are root: Postfix
+    rewrites it in place). A new one gets table_mode() of the source, or 0644
+    when the source mode is unknown. uid/gid None means "leave as created".
+    Raises MapError when the existing table cannot be examined.
+    """
+    try:
+        current = os.stat(db_path)
+    except FileNotFoundError:
+        current = None
+    except OSError as exc:
+        raise MapError(f"open database {db_path}: {os.strerror(exc.errno or 0)}") from exc
+    if current is not None:
+        mode = current.st_mode & 0o7777
+        if os.geteuid() == 0:
+            return mode, current.st_uid, current.st_gid
+        return mode, None, None
+    if source_mode is None:
+        return 0o644, None, None
+    return table_mode(source_mode, inherit), None, None
+
+
 def hash_build(
     db_path: Path,
     entries: Iterable[tuple[str, str]],

@@ -23,7 +23,6 @@ from mta.aliases import (
     AliasKind,
     alias_build,
     alias_build_all,
-    alias_db_mode,
     alias_entry_parse,
     alias_items,
     alias_lookup,
@@ -35,6 +34,7 @@ from mta.aliases import (
 )
 from mta.errors import ConfigError, MapError
 from mta.maps import open_map
+from mta.maps.hash import table_mode
 
 HOST = "mail.example.test"
 NOW = 1_700_000_000
@@ -344,7 +344,7 @@ MODE_CASES = [(0o600, 0o600), (0o640, 0o640), (0o604, 0o604), (0o666, 0o644), (0
 
 @pytest.mark.parametrize("source_mode, db_mode", MODE_CASES, ids=[f"{a:o}" for a, _ in MODE_CASES])
 def test_new_table_mode(source_mode: int, db_mode: int, tmp_path: Path) -> None:
-    assert alias_db_mode(source_mode) == db_mode
+    assert table_mode(source_mode) == db_mode
     src = tmp_path / "aliases"
     src.write_text("a: b\n")
     src.chmod(source_mode)
