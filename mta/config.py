@@ -78,13 +78,13 @@ class MainCfFile:
     warnings: list[str] = field(default_factory=list)
 
 
-def logical_lines(lines: Iterable[str], path: str) -> Iterable[tuple[int, str]]:
+def logical_lines(lines: Iterable[str]) -> Iterable[tuple[int, str]]:
     """Join physical lines into Postfix logical lines; yield (first line number, text).
 
-    Comment and blank lines are skipped, also between a line and its continuation.
-    A continuation with no line to continue is reported as a ConfigError... except
-    at the top of a file, where Postfix only warns; the caller decides (we yield it
-    with a leading space so the caller can see it).
+    Comment and blank lines are skipped, also between a line and its continuation,
+    and continuations are joined with one space. A continuation with no line to
+    continue (at the top of a file) is yielded as it is, leading whitespace
+    included, so the caller can warn about it as Postfix does.
     """
     current: list[str] = []
     start = 0
@@ -110,7 +110,7 @@ def logical_lines(lines: Iterable[str], path: str) -> Iterable[tuple[int, str]]:
 def parse_main_cf_text(text: str, path: str) -> MainCfFile:
     """Parse main.cf content; raises ConfigError naming file:line for a line Postfix rejects."""
     result = MainCfFile(path=path)
-    for number, line in logical_lines(text.splitlines(), path):
+    for number, line in logical_lines(text.splitlines()):
         if line[0].isspace():
             result.warnings.append(f'{path}: logical line must not start with whitespace: "{line}"')
             continue
@@ -335,7 +335,7 @@ class MainConfig:
                     f"{name}: open file {target}: {os.strerror(exc.errno or 0)}", *self._where(name)
                 ) from None
             entries: list[str] = []
-            for _, text in logical_lines(lines, target):
+            for _, text in logical_lines(lines):
                 entries.extend(split_list(text))
             entries = self.expand_list_files(entries, name, _seen + (target,))
             if negate:
