@@ -7,7 +7,11 @@ local user, and measures:
 - accepted/s: messages divided by smtp-source's wall time (every message got 250);
 - delivered/s: messages divided by the time until the last one is in Maildir/new;
 - peak memory: the largest sum of PSS over all of the MTA's processes, sampled
-  every 200 ms during the round.
+  every 200 ms during the round;
+- CPU per message of each daemon (user + system milliseconds), from the CPU
+  times of every MTA process sampled every 200 ms during the round (a process
+  that exits between two samples loses its last 200 ms; kernel threads that
+  write the journal are not counted).
 
 Rounds alternate between the two MTAs (A B A B ...) because this machine's
 speed drifts; medians of each side are compared. Both MTAs deliver to Maildir
@@ -15,6 +19,8 @@ with their default durability (fsync before 250) and run unchrooted on
 127.0.0.1; the queue and the Maildir sit on the same file system (--base).
 
 Run as root: `bash bench/mta_throughput.sh [--rounds 5] [--messages 10000]`.
+With --profile DIR every daemon of this MTA also writes a cProfile file there
+(mta.profiling; read them with `python -m pstats DIR/smtpd.*.prof`).
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ class Result:
     accepted_per_s: float
     delivered_per_s: float
     peak_mb: float
+    cpu_ms: dict[str, tuple[float, float]]  # daemon -> (user, system) ms per message
 
 
 class Instance:
@@ -141,10 +148,11 @@ class MtaInstance(Instance):
 
     name = "mta"
 
-    def __init__(self, base: Path, port: int, home: Path) -> None:
+    def __init__(self, base: Path, port: int, home: Path, profile_dir: str | None = None) -> None:
         super().__init__(base, port, home)
         self.etc = base / "etc"
         self.mta = str(REPO / ".venv/bin/mta")
+        self.profile_dir = profile_dir
 
     def setup(self) -> None:
         self.etc.mkdir(parents=True, exist_ok=True)
@@ -164,6 +172,9 @@ alias_maps =
 alias_database =
 local_recipient_maps = unix:passwd.byname
 """)
+        if self.profile_dir:
+            with open(self.etc / "main.cf", "a") as main_cf:
+                main_cf.write(f"import_environment = MAIL_CONFIG TZ LANG=C MTA_PROFILE_DIR={self.profile_dir}\n")
         (self.etc / "master.cf").write_text(f"""\
 127.0.0.1:{self.port} inet n - n - - smtpd
 pickup    unix  n       -       n       60      1       pickup
@@ -203,6 +214,30 @@ def tree_pss(pid: int) -> int:
     return total
 
 
+def tree_cpu(pid: int, seen: dict[int, tuple[str, float, float]]) -> None:
+    """Record (process name, user, system CPU seconds) of a process and its descendants in seen, by pid."""
+    try:
+        proc = psutil.Process(pid)
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.Error:
+        return
+    for p in procs:
+        try:
+            times = p.cpu_times()
+            seen[p.pid] = ("master" if p.pid == pid else p.name(), times.user, times.system)
+        except psutil.Error:
+            continue
+
+
+def cpu_by_daemon(seen: dict[int, tuple[str, float, float]], messages: int) -> dict[str, tuple[float, float]]:
+    """Sum sampled CPU times per process name (both MTAs name their daemons), in ms per message."""
+    out: dict[str, tuple[float, float]] = {}
+    for name, user, system in seen.values():
+        old = out.get(name, (0.0, 0.0))
+        out[name] = (old[0] + user * 1000 / messages, old[1] + system * 1000 / messages)
+    return out
+
+
 def count_delivered(maildir: Path) -> int:
     try:
         return len(os.listdir(maildir / "new"))
@@ -218,12 +253,14 @@ def run_round(inst: Instance, smtp_source: Path, env: dict[str, str], messages: 
     try:
         pid = inst.master_pid()
         peak = 0
+        seen: dict[int, tuple[str, float, float]] = {}
         stop = threading.Event()
 
         def sample() -> None:
             nonlocal peak
             while not stop.is_set():
                 peak = max(peak, tree_pss(pid))
+                tree_cpu(pid, seen)
                 time.sleep(0.2)
 
         sampler = threading.Thread(target=sample, daemon=True)
@@ -244,7 +281,8 @@ def run_round(inst: Instance, smtp_source: Path, env: dict[str, str], messages: 
         got = count_delivered(maildir)
         if got < messages:
             raise RuntimeError(f"{inst.name}: only {got} of {messages} messages delivered in {timeout} s")
-        return Result(messages / accepted, messages / delivered_at, peak / 2**20)
+        return Result(messages / accepted, messages / delivered_at, peak / 2**20,
+                      cpu_by_daemon(seen, messages))
     finally:
         inst.stop()
 
@@ -259,6 +297,7 @@ def main() -> int:
     parser.add_argument("--base", default="/var/tmp", help="directory on the file system to test (real disk)")
     parser.add_argument("--postfix-root", default=str(REPO / ".cache/postfix-3.7/root"))
     parser.add_argument("--only", choices=("mta", "postfix"), help="run one side only")
+    parser.add_argument("--profile", metavar="DIR", help="also write this MTA's daemon profiles to DIR")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench: run as root (both MTAs switch to the local user to deliver)", file=sys.stderr)
@@ -284,7 +323,9 @@ def main() -> int:
             pf.setup()
             sides.append(pf)
         if args.only != "postfix":
-            ours = MtaInstance(base / "mta", 2526, home)
+            if args.profile:
+                os.makedirs(args.profile, exist_ok=True)
+            ours = MtaInstance(base / "mta", 2526, home, os.path.abspath(args.profile) if args.profile else None)
             ours.setup()
             sides.append(ours)
         results: dict[str, list[Result]] = {s.name: [] for s in sides}
@@ -294,15 +335,20 @@ def main() -> int:
             for inst in sides:
                 r = run_round(inst, smtp_source, env, args.messages, args.size, args.sessions, args.timeout)
                 results[inst.name].append(r)
+                cpu = "  ".join(f"{name} {user:.2f}+{system:.2f}" for name, (user, system) in sorted(r.cpu_ms.items()))
+                total = sum(user + system for user, system in r.cpu_ms.values())
                 print(f"  round {rnd} {inst.name:8s}: accepted {r.accepted_per_s:7.1f}/s  "
-                      f"delivered {r.delivered_per_s:7.1f}/s  peak PSS {r.peak_mb:7.1f} MB", flush=True)
+                      f"delivered {r.delivered_per_s:7.1f}/s  peak PSS {r.peak_mb:7.1f} MB\n"
+                      f"      CPU ms/message (user+system): {cpu}  total {total:.2f}", flush=True)
         med = {name: Result(statistics.median(r.accepted_per_s for r in rs),
                             statistics.median(r.delivered_per_s for r in rs),
-                            statistics.median(r.peak_mb for r in rs)) for name, rs in results.items()}
+                            statistics.median(r.peak_mb for r in rs),
+                            {}) for name, rs in results.items()}
         print()
         for name, m in med.items():
+            cpu_total = statistics.median(sum(u + s for u, s in r.cpu_ms.values()) for r in results[name])
             print(f"median {name:8s}: accepted {m.accepted_per_s:7.1f}/s  delivered {m.delivered_per_s:7.1f}/s"
-                  f"  peak PSS {m.peak_mb:7.1f} MB")
+                  f"  peak PSS {m.peak_mb:7.1f} MB  CPU {cpu_total:.2f} ms/message")
         if "mta" in med and "postfix" in med:
             a, p = med["mta"], med["postfix"]
             print(f"ratio mta/postfix: accepted {a.accepted_per_s / p.accepted_per_s:.2f}x "

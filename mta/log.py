@@ -68,19 +68,39 @@ def setup_stderr(program: str, stream: TextIO | None = None, verbose: bool = Fal
     logger.propagate = False
 
 
+def _direct(level: int) -> "_DaemonHandler | None":
+    """The daemon handler when it is the only one and level is enabled: the fast path, no LogRecord."""
+    handlers = logger.handlers
+    if len(handlers) == 1 and isinstance(handlers[0], _DaemonHandler) and logger.level <= level:
+        return handlers[0]
+    return None
+
+
 def msg_info(text: str) -> None:
     """Log an informational message."""
-    logger.info(text)
+    handler = _direct(logging.INFO)
+    if handler is not None:
+        handler.write(logging.INFO, text)
+    else:
+        logger.info(text)
 
 
 def msg_warn(text: str) -> None:
     """Log a warning: something is wrong but work goes on."""
-    logger.warning(text)
+    handler = _direct(logging.WARNING)
+    if handler is not None:
+        handler.write(logging.WARNING, "warning: " + text)
+    else:
+        logger.warning(text)
 
 
 def msg_error(text: str) -> None:
     """Log an error: this operation failed, the program goes on."""
-    logger.error(text)
+    handler = _direct(logging.ERROR)
+    if handler is not None:
+        handler.write(logging.ERROR, "error: " + text)
+    else:
+        logger.error(text)
 
 
 def msg_fatal(text: str) -> None:
@@ -111,36 +131,56 @@ SYSLOG_FACILITIES: dict[str, int] = {
 _SEVERITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
 
 
-class _DaemonFormatter(logging.Formatter):
+def _daemon_text(record: logging.LogRecord) -> str:
     """The message text with its severity prefix, on one line: ``warning: text``."""
+    prefix = "panic: " if getattr(record, "panic", False) else _PREFIX.get(record.levelno, "")
+    return prefix + record.getMessage()
 
-    def format(self, record: logging.LogRecord) -> str:
-        prefix = "panic: " if getattr(record, "panic", False) else _PREFIX.get(record.levelno, "")
-        return (prefix + record.getMessage()).replace("\n", " ")
+
+_STAMP: list[object] = [-1, ""]
 
 
 def _timestamp() -> str:
-    """syslog's time stamp, ``Nov  3 21:40:32`` (day padded with a space)."""
-    return time.strftime("%b %e %H:%M:%S")
+    """syslog's time stamp, ``Nov  3 21:40:32`` (day padded with a space); made once a second."""
+    now = int(time.time())
+    if _STAMP[0] != now:
+        _STAMP[0], _STAMP[1] = now, time.strftime("%b %e %H:%M:%S", time.localtime(now))
+    return str(_STAMP[1])
 
 
-class _MaillogHandler(logging.Handler):
+class _DaemonHandler(logging.Handler):
+    """A daemon's log sink. msg_info() and friends call write() directly when it is the
+    only handler (no LogRecord: a daemon logs several lines per message); records
+    from other loggers' paths arrive through emit()."""
+
+    def write(self, level: int, text: str) -> None:
+        """Write one message, its severity prefix included."""
+        raise NotImplementedError
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.write(record.levelno, _daemon_text(record))
+        except Exception:  # noqa: BLE001 - logging must never take the daemon down
+            self.handleError(record)
+
+
+class _MaillogHandler(_DaemonHandler):
     """Appends ``Nov 23 21:40:32 HOST tag[pid]: text`` lines to an inherited O_APPEND descriptor."""
 
     def __init__(self, fd: int, tag: str, hostname: str) -> None:
         super().__init__()
         self.fd, self.tag, self.hostname = fd, tag, hostname
 
-    def emit(self, record: logging.LogRecord) -> None:
+    def write(self, level: int, text: str) -> None:
+        line = f"{_timestamp()} {self.hostname} {self.tag}[{os.getpid()}]: {text.replace(chr(10), ' ')}\n"
         try:
-            line = f"{_timestamp()} {self.hostname} {self.tag}[{os.getpid()}]: {self.format(record)}\n"
             # One write(2) per line: O_APPEND makes it atomic among all processes.
             os.write(self.fd, line.encode("utf-8", "surrogateescape"))
-        except Exception:  # noqa: BLE001 - logging must never take the daemon down
-            self.handleError(record)
+        except OSError:
+            pass  # logging must never take the daemon down
 
 
-class _SyslogHandler(logging.Handler):
+class _SyslogHandler(_DaemonHandler):
     """Sends RFC 3164 datagrams (``<PRI>Nov 23 21:40:32 tag[pid]: text``) to the syslog socket.
 
     The socket is connected when the handler is made (before chroot). When the
@@ -163,9 +203,9 @@ class _SyslogHandler(logging.Handler):
             return
         self.fd = sock.detach()
 
-    def emit(self, record: logging.LogRecord) -> None:
-        pri = self.facility * 8 + _SEVERITY.get(record.levelno, 6)
-        data = f"<{pri}>{_timestamp()} {self.tag}[{os.getpid()}]: {self.format(record)}"
+    def write(self, level: int, text: str) -> None:
+        pri = self.facility * 8 + _SEVERITY.get(level, 6)
+        data = f"<{pri}>{_timestamp()} {self.tag}[{os.getpid()}]: {text.replace(chr(10), ' ')}"
         payload = data.encode("utf-8", "surrogateescape")
         for _attempt in range(2):
             if self.fd < 0:
@@ -216,7 +256,7 @@ def setup_daemon(tag: str, cfg: "MainConfig", maillog_fd: int | None,
     """
     for old in list(logger.handlers):
         logger.removeHandler(old)
-    handler: logging.Handler
+    handler: _DaemonHandler
     if maillog_fd is not None:
         handler = _MaillogHandler(maillog_fd, tag, cfg.get("myhostname"))
     else:
@@ -224,7 +264,6 @@ def setup_daemon(tag: str, cfg: "MainConfig", maillog_fd: int | None,
         if facility_name not in SYSLOG_FACILITIES:
             raise ConfigError(f'unknown syslog_facility value: "{facility_name}"', cfg.path)
         handler = _SyslogHandler(syslog_path, SYSLOG_FACILITIES[facility_name], tag)
-    handler.setFormatter(_DaemonFormatter())
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
     logger.propagate = False

@@ -31,6 +31,7 @@ test module can hold several tiny daemons.
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import importlib.util
 import os
@@ -43,9 +44,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from mta import log
+from mta import log, profiling
 from mta.config import MainConfig
 from mta.errors import MtaError
+from mta.maps import MAP_TYPES
 from mta.service_table import ServiceRow
 from mta.skeleton_loop import ServerDone, Signals, single_server, trigger_server
 
@@ -125,15 +127,19 @@ def daemon_preload(commands: list[str]) -> None:
     imported costs a new process nothing: a local or cleanup process recycled
     after max_use requests starts in about a millisecond instead of re-importing
     its code (tens of milliseconds of CPU on every respawn), and the imported
-    pages stay shared between processes. An import error is left for the child
-    to report with its own log tag.
+    pages stay shared between processes. Besides the daemons, this loads every
+    lookup table type (daemons open their tables in pre_init) and the codecs
+    _jail_prepare() needs. An import error is left for the child to report with
+    its own log tag.
     """
+    names = [*_LAZY_MODULES, *(target.partition(":")[0] for target in MAP_TYPES.values())]
     for command in commands:
         found = daemon_module(command)
-        if found is None:
-            continue
+        if found is not None:
+            names.append(found[0])
+    for name in names:
         try:
-            importlib.import_module(found[0])
+            importlib.import_module(name)
         except Exception:  # noqa: BLE001 - the child reports it (see run_daemon)
             continue
 
@@ -166,6 +172,21 @@ def daemon_load(command: str) -> Any:
 
 
 # -- process setup -----------------------------------------------------------
+
+
+_PR_SET_NAME = 15
+
+
+def process_title(name: str) -> None:
+    """Name this process after its daemon (``smtpd``) for ps, top and /proc/PID/comm, as Postfix's are.
+
+    Linux keeps at most 15 bytes; elsewhere, or when libc cannot be loaded, this does nothing.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
 
 
 def privileges_drop(uid: int, gid: int) -> None:
@@ -204,10 +225,22 @@ def run_daemon(row: ServiceRow, cfg: MainConfig, listen_fds: Sequence[int], stat
     chroot), then post_init and the server loop. Signals blocked by the master
     around fork() are unblocked once the SIGTERM handler is in place.
     """
+    process_title(process_name(row.command))
     log.setup_daemon(log.daemon_tag(process_name(row.command), cfg), cfg, maillog_fd,
                      verbose=_verbose(row))
     signals = Signals()
     signal.pthread_sigmask(signal.SIG_UNBLOCK, signal.valid_signals())
+    profile_save = profiling.profile_start(process_name(row.command))
+    try:
+        return _run(row, cfg, listen_fds, status_fd, lifeline_fd, signals)
+    finally:
+        if profile_save is not None:
+            profile_save()
+
+
+def _run(row: ServiceRow, cfg: MainConfig, listen_fds: Sequence[int], status_fd: int, lifeline_fd: int,
+         signals: Signals) -> int:
+    """run_daemon's body, between the log set-up and the profile save; returns the exit status."""
     ctx: DaemonContext | None = None
     daemon: Any = None
     try:

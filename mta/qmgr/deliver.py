@@ -276,7 +276,13 @@ class Dispatcher:
     """Runs delivery jobs in worker threads within per-destination and overall limits.
 
     + on_done(job) is called in the worker thread after the job's outcomes are recorded.
+
+    Workers are kept between jobs (a thread per request would cost a clone and a
+    stack per message); there are never more than process_limit of them, and one
+    idle for WORKER_IDLE seconds exits.
     """
+
+    WORKER_IDLE = 60.0
 
     def __init__(self, queue_dir: Path, process_limit: int, dead: DeadTransports,
                  on_done: Callable[[DeliveryJob], None], timeout: float = 3600.0) -> None:
@@ -287,9 +293,13 @@ class Dispatcher:
         self._on_done = on_done
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
+        self._work = threading.Condition(self._lock)
         self._waiting: dict[str, deque[DeliveryJob]] = {}
+        self._ready: deque[DeliveryJob] = deque()
         self._running: dict[str, int] = {}
         self._total = 0
+        self._workers = 0
+        self._idle_workers = 0
 
     def submit(self, jobs: list[DeliveryJob]) -> None:
         """Queue jobs; they start as soon as their destination and the total have room."""
@@ -299,16 +309,34 @@ class Dispatcher:
             self._pump()
 
     def _pump(self) -> None:
-        """Start every waiting job that fits (lock held); destinations take turns."""
+        """Hand every waiting job that fits to a worker (lock held); destinations take turns."""
         for key in list(self._waiting):
             jobs = self._waiting[key]
             while jobs and self._total < self.process_limit and self._running.get(key, 0) < jobs[0].limit:
                 job = jobs.popleft()
                 self._running[key] = self._running.get(key, 0) + 1
                 self._total += 1
-                threading.Thread(target=self._run, args=(job,), name=f"qmgr-{key}", daemon=True).start()
+                self._ready.append(job)
+                if self._idle_workers > len(self._ready) - 1:
+                    self._work.notify()
+                else:
+                    self._workers += 1
+                    threading.Thread(target=self._worker, name="qmgr-worker", daemon=True).start()
             if not jobs:
                 del self._waiting[key]
+
+    def _worker(self) -> None:
+        while True:
+            with self._lock:
+                while not self._ready:
+                    self._idle_workers += 1
+                    woken = self._work.wait(self.WORKER_IDLE)
+                    self._idle_workers -= 1
+                    if not woken and not self._ready:
+                        self._workers -= 1
+                        return
+                job = self._ready.popleft()
+            self._run(job)
 
     def _run(self, job: DeliveryJob) -> None:
         try:

@@ -21,11 +21,24 @@ escapes: the inter-daemon protocol is JSON).
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 
 from mta.tok822 import Token, TokenKind, tokens_internal, tokens_scan
 
 _SPACE = " \t\r\n\v\f"
+
+# Fast paths for what nearly every client sends; anything else takes the general
+# scanner. A line without <, >, ", backslash or colon is plain words; a MAIL/RCPT
+# line is "VERB FROM:<addr> PARAM..." with nothing special in the address or after it.
+_WORD = re.compile(r"[^ \t\r\n\v\f]+")
+_PLAIN_LINE = re.compile(r'[^<>"\\:]*')
+_ADDR_LINE = re.compile(r'([ \t\r\n\v\f]*[A-Za-z]+[ \t\r\n\v\f]+(?i:from|to):)[ \t\r\n\v\f]*'
+                        r'(<[^<>"\\]*>)((?:[ \t\r\n\v\f][^<>"\\:]*)?)')
+# A dot-atom local part at a host name: the address is the text itself.
+_SIMPLE_ADDR = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+                          r"@[A-Za-z0-9_.-]+")
+_HOSTNAME = re.compile(r"(?:(?!-)[A-Za-z0-9_-]{1,63}(?<!-)\.)*(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +79,17 @@ def smtpd_token(line: str) -> list[SmtpToken]:
     >>> [t.text for t in smtpd_token('MAIL FROM:<"a b"@x> SIZE=10')]
     ['MAIL', 'FROM:', '<"a b"@x>', 'SIZE=10']
     """
+    if _PLAIN_LINE.fullmatch(line):
+        return [SmtpToken(word) for word in _WORD.findall(line)]
+    match = _ADDR_LINE.fullmatch(line)
+    if match:
+        return [*(SmtpToken(word) for word in _WORD.findall(match[1])), SmtpToken(match[2]),
+                *(SmtpToken(word) for word in _WORD.findall(match[3]))]
+    return smtpd_token_scan(line)
+
+
+def smtpd_token_scan(line: str) -> list[SmtpToken]:
+    """smtpd_token() without the fast paths: the general scanner."""
     words: list[SmtpToken] = []
     i, n = 0, len(line)
     while i < n:
@@ -99,23 +123,15 @@ def smtpd_token(line: str) -> list[SmtpToken]:
     return words
 
 
-def _valid_label(label: str) -> bool:
-    return (0 < len(label) <= 63 and label[0] != "-" and label[-1] != "-"
-            and all(c.isascii() and (c.isalnum() or c in "-_") for c in label))
-
-
 def valid_hostname(name: str) -> bool:
     """A syntactically valid host name, not a bare numeric address (Postfix's valid_hostname).
 
     >>> valid_hostname("mx.example.com"), valid_hostname("192.0.2.1"), valid_hostname("a..b")
     (True, False, False)
     """
-    if not name or len(name) > 255:
+    if not name or len(name) > 255 or not _HOSTNAME.fullmatch(name):
         return False
-    labels = name.split(".")
-    if not all(_valid_label(label) for label in labels):
-        return False
-    return not all(label.isdigit() for label in labels)
+    return not all(label.isdigit() for label in name.split("."))
 
 
 def valid_address_literal(text: str) -> bool:
@@ -188,6 +204,13 @@ def extract_addr(arg: str, *, allow_empty: bool, strict: bool = False) -> str | 
     True
     """
     text = arg[1:-1] if len(arg) >= 2 and arg[0] == "<" and arg[-1] == ">" else arg
+    if _SIMPLE_ADDR.fullmatch(text) and (not strict or arg[0] == "<"):
+        return text if address_domain_valid(text) else None
+    return extract_addr_scan(arg, text, allow_empty=allow_empty, strict=strict)
+
+
+def extract_addr_scan(arg: str, text: str, *, allow_empty: bool, strict: bool) -> str | None:
+    """extract_addr() without the fast path; text is arg without its angle brackets."""
     if text.startswith("@") and ":" in text:
         text = text[text.index(":") + 1:]
     groups, junk = _address_tokens(tokens_scan(text))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import socket
@@ -38,6 +39,27 @@ def test_maillog_lines(tmp_path: Path) -> None:
     assert re.fullmatch(head + "warning: two lines", lines[1])
     assert re.fullmatch(head + "fatal: bad", lines[2])
     assert re.fullmatch(head + "panic: worse", lines[3])
+
+
+def test_direct_and_record_paths_agree(tmp_path: Path) -> None:
+    """msg_info() writes without a LogRecord while the daemon handler is alone; with another
+    handler added it goes through logging. Both give the same line; debug needs verbose."""
+    cfg = config(tmp_path)
+    fd = log.maillog_open(str(tmp_path / "maillog"))
+    try:
+        log.setup_daemon("mta/qmgr", cfg, fd)
+        log.msg_warn("direct")
+        log.logger.debug("hidden")
+        extra = logging.NullHandler()
+        log.logger.addHandler(extra)
+        log.msg_warn("direct")
+        log.logger.removeHandler(extra)
+        log.setup_daemon("mta/qmgr", cfg, fd, verbose=True)
+        log.logger.debug("shown")
+    finally:
+        os.close(fd)
+    lines = [line.split(": ", 1)[1] for line in (tmp_path / "maillog").read_text().splitlines()]
+    assert lines == ["warning: direct", "warning: direct", "shown"]
 
 
 def test_syslog_datagrams(tmp_path: Path) -> None:

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import pytest
 
-from mta.skeleton import DaemonError, daemon_available, daemon_load, daemon_module, process_name
+from mta.skeleton import (
+    DaemonError,
+    daemon_available,
+    daemon_load,
+    daemon_module,
+    daemon_preload,
+    process_name,
+    process_title,
+)
 from tests.mta.master import daemons
 
 
@@ -34,3 +45,24 @@ def test_load() -> None:
         daemon_load("no.such.module")
     with pytest.raises(DaemonError, match="command smtp is not available in this MTA"):
         daemon_load("smtp")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/PID/comm is Linux's")
+def test_process_title() -> None:
+    pid = os.fork()
+    if pid == 0:
+        try:
+            process_title("trivial-rewrite-long")
+            with open("/proc/self/comm") as comm:
+                os._exit(0 if comm.read().strip() == "trivial-rewrite" else 1)
+        finally:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_preload_imports_table_types() -> None:
+    for name in ("mta.maps.cidr", "mta.maps.regexp"):
+        sys.modules.pop(name, None)
+    daemon_preload(["smtpd"])
+    assert "mta.maps.cidr" in sys.modules and "mta.maps.regexp" in sys.modules and "mta.smtpd" in sys.modules

@@ -144,6 +144,7 @@ def test_dispatcher_limits(qdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     running: dict[str, int] = {}
     peak: dict[str, int] = {}
     total = [0, 0]
+    threads: set[int] = set()
 
     def fake_deliver(queue_dir: Path, job: DeliveryJob, dead: DeadTransports, timeout: float) -> None:
         with lock:
@@ -151,6 +152,7 @@ def test_dispatcher_limits(qdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
             peak[job.key] = max(peak.get(job.key, 0), running[job.key])
             total[0] += 1
             total[1] = max(total[1], total[0])
+            threads.add(threading.get_ident())
         time.sleep(0.05)
         with lock:
             running[job.key] -= 1
@@ -167,3 +169,24 @@ def test_dispatcher_limits(qdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(done) == 10 and dispatcher.busy == 0
     assert set(peak) == {"a", "b"} and max(peak.values()) <= 2
     assert total[1] == 3
+    assert len(threads) <= 4  # workers are reused: 3 at once, plus one finishing its on_done
+
+
+def test_dispatcher_idle_workers_exit(qdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(deliver, "job_deliver", lambda *args: None)
+    monkeypatch.setattr(Dispatcher, "WORKER_IDLE", 0.1)
+    done: list[DeliveryJob] = []
+    dispatcher = Dispatcher(qdir, 3, DeadTransports(60), done.append)
+    msg = load(qdir, "a@example.test")
+    dispatcher.submit([DeliveryJob(msg, "local", "x", "a", 2, []) for _ in range(4)])
+    assert dispatcher.join(10)
+    deadline = time.monotonic() + 5
+    while dispatcher._workers and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(done) == 4 and dispatcher._workers == 0
+    dispatcher.submit([DeliveryJob(msg, "local", "x", "a", 2, [])])  # a new worker starts again
+    assert dispatcher.join(10)
+    deadline = time.monotonic() + 5
+    while len(done) < 5 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(done) == 5

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from mta.smtpd.token import (
     address_domain_valid,
     extract_addr,
+    extract_addr_scan,
     smtpd_token,
+    smtpd_token_scan,
     valid_address_literal,
     valid_hostname,
 )
@@ -96,3 +100,38 @@ def test_valid_address_literal(text: str, valid: bool) -> None:
 
 def test_address_without_domain_is_valid() -> None:
     assert address_domain_valid("user") and address_domain_valid("user@")
+
+
+# The fast paths (plain lines, simple MAIL/RCPT lines, dot-atom addresses) must
+# give exactly what the general scanners give, for any input.
+_PIECES = ["MAIL", "RCPT", "mail", " ", "\t", "FROM:", "TO:", "from:", ":", "<", ">", '"', "\\",
+           "a", "b.c", "@", "x.example", "-", "..", "SIZE=10", "BODY=8BITMIME", "1", "[", "]", ",", "\x1c"]
+
+
+def _random_lines(seed: int, count: int) -> list[str]:
+    rng = random.Random(seed)
+    lines = ["MAIL FROM:<a@b.example> SIZE=10", "RCPT TO: <a.b@c-d.example>", "mail from:<>", "EHLO x",
+             "RCPT TO:<a@b>x", "MAIL FROM:<a@b>:c", "MAIL  FROM:<<a@b>>"]
+    for _ in range(count):
+        lines.append("".join(rng.choice(_PIECES) for _ in range(rng.randint(0, 12))))
+    return lines
+
+
+def test_smtpd_token_fast_path_agrees_with_scanner() -> None:
+    for line in _random_lines(1, 5000):
+        assert smtpd_token(line) == smtpd_token_scan(line), line
+
+
+@pytest.mark.parametrize("allow_empty", [True, False])
+@pytest.mark.parametrize("strict", [True, False])
+def test_extract_addr_fast_path_agrees_with_scanner(allow_empty: bool, strict: bool) -> None:
+    rng = random.Random(2)
+    local = ["a", "a.b", "a..b", ".a", "a.", "o'k", "x+y", "-", "a b", '"q"', "é"]
+    domain = ["b.example", "b", "1.2.3.4", "-b.example", "b-.example", "b..example", "b.example.",
+              "a_b.example", "x" * 64 + ".example", "[192.0.2.1]", ""]
+    for _ in range(3000):
+        text = f"{rng.choice(local)}@{rng.choice(domain)}"
+        arg = f"<{text}>" if rng.random() < 0.7 else text
+        inner = arg[1:-1] if arg.startswith("<") and arg.endswith(">") else arg
+        assert (extract_addr(arg, allow_empty=allow_empty, strict=strict)
+                == extract_addr_scan(arg, inner, allow_empty=allow_empty, strict=strict)), arg
