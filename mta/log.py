@@ -138,6 +138,9 @@ def _daemon_text(record: logging.LogRecord) -> str:
 
 
 _STAMP: list[object] = [-1, ""]
+# This process's id, for log lines; a forked child refreshes it (no getpid() per line).
+_PID = [os.getpid()]
+os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
 
 
 def _timestamp() -> str:
@@ -172,7 +175,7 @@ class _MaillogHandler(_DaemonHandler):
         self.fd, self.tag, self.hostname = fd, tag, hostname
 
     def write(self, level: int, text: str) -> None:
-        line = f"{_timestamp()} {self.hostname} {self.tag}[{os.getpid()}]: {text.replace(chr(10), ' ')}\n"
+        line = f"{_timestamp()} {self.hostname} {self.tag}[{_PID[0]}]: {text.replace(chr(10), ' ')}\n"
         try:
             # One write(2) per line: O_APPEND makes it atomic among all processes.
             os.write(self.fd, line.encode("utf-8", "surrogateescape"))
@@ -205,7 +208,7 @@ class _SyslogHandler(_DaemonHandler):
 
     def write(self, level: int, text: str) -> None:
         pri = self.facility * 8 + _SEVERITY.get(level, 6)
-        data = f"<{pri}>{_timestamp()} {self.tag}[{os.getpid()}]: {text.replace(chr(10), ' ')}"
+        data = f"<{pri}>{_timestamp()} {self.tag}[{_PID[0]}]: {text.replace(chr(10), ' ')}"
         payload = data.encode("utf-8", "surrogateescape")
         for _attempt in range(2):
             if self.fd < 0:

@@ -30,13 +30,13 @@ CLOCK_ENV = "MTA_PROFILE_CLOCK"
 
 
 class _Collector:
-    """The profilers of one process: the main thread's and every finished thread's."""
+    """The profilers of one process: the main thread's and every other thread's."""
 
     def __init__(self, fd: int, wall: bool) -> None:
         self.fd = fd
         self.timer = time.perf_counter if wall else time.thread_time
         self.main = cProfile.Profile(self.timer)
-        self.done: list[cProfile.Profile] = []
+        self.threads: list[cProfile.Profile] = []  # finished or still running (read as they are)
         self.lock = threading.Lock()
 
     def thread_wrap(self, run: Callable[[Any], None]) -> Callable[[Any], None]:
@@ -44,13 +44,13 @@ class _Collector:
 
         def profiled_run(thread: Any) -> None:
             prof = cProfile.Profile(collector.timer)
+            with collector.lock:
+                collector.threads.append(prof)
             prof.enable()
             try:
                 run(thread)
             finally:
                 prof.disable()
-                with collector.lock:
-                    collector.done.append(prof)
 
         return profiled_run
 
@@ -58,7 +58,7 @@ class _Collector:
         self.main.disable()
         stats = pstats.Stats(self.main)
         with self.lock:
-            for prof in self.done:
+            for prof in self.threads:
                 stats.add(prof)
         with os.fdopen(self.fd, "wb") as out:
             marshal.dump(stats.stats, out)  # type: ignore[attr-defined]

@@ -12,6 +12,7 @@ in exactly one queue.
 from __future__ import annotations
 
 import os
+import re
 import stat
 import time
 from dataclasses import dataclass
@@ -43,7 +44,6 @@ MODE_READY = 0o700
 MODE_FORCED_EXPIRE = 0o010  # g+x
 MODE_CORRUPT = 0o400
 
-_ID_DIGITS = "0123456789ABCDEF"
 _ID_LENGTH = 12
 
 
@@ -51,18 +51,21 @@ class QueueError(MtaError):
     """A queue file operation failed; the message names the queue, ID and cause."""
 
 
+_ID_RE = re.compile(r"[0-9A-F]{6,32}")
+
+
 def queue_id_valid(queue_id: str) -> bool:
     """True for an ID this MTA could have made (upper-case hex), so it is safe in a path."""
-    return 6 <= len(queue_id) <= 32 and all(c in _ID_DIGITS for c in queue_id)
+    return _ID_RE.fullmatch(queue_id) is not None
 
 
 def queue_path(queue_dir: Path, queue: str, queue_id: str) -> Path:
     """Where queue_id lives in queue: ``deferred/A/A1B2C3...`` for hashed queues."""
-    if not queue_id_valid(queue_id):
+    if _ID_RE.fullmatch(queue_id) is None:
         raise QueueError(f"invalid queue id: {queue_id!r}")
     if queue in HASHED:
-        return queue_dir / queue / queue_id[0] / queue_id
-    return queue_dir / queue / queue_id
+        return queue_dir.joinpath(queue, queue_id[0], queue_id)
+    return queue_dir.joinpath(queue, queue_id)
 
 
 def _new_id(inode: int) -> str:

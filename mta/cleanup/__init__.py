@@ -182,10 +182,13 @@ def service(conn: socket.socket, ctx: DaemonContext) -> None:
         channel.close()
 
 
+_CONTROLS = {**{c: "?" for c in range(32)}, 0x7F: "?"}
+
+
 def _clean(value: Any) -> str:
     """An attribute value as text with control characters replaced (they would break records)."""
     text = value if isinstance(value, str) else str(value)
-    return "".join("?" if ord(c) < 32 or c == "\x7f" else c for c in text)
+    return text.translate(_CONTROLS)
 
 
 def _address(value: Any, dsn: str, what: str) -> str:

@@ -81,6 +81,7 @@ class Service:
         os.set_blocking(self.status_r, False)
         self.lifeline_r, self.lifeline_w = os.pipe()
         self.children: dict[int, Child] = {}
+        self._idle = 0  # children with busy False, kept in step with self.children
         self.failures: deque[float] = deque()
         self.throttled_until = 0.0
         self.listening = False
@@ -109,7 +110,7 @@ class Service:
 
     def idle(self) -> int:
         """How many children are waiting for a client."""
-        return sum(1 for child in self.children.values() if not child.busy)
+        return self._idle
 
     def throttled(self, now: float) -> bool:
         """True while no new process may be forked."""
@@ -137,8 +138,13 @@ class Service:
         except OSError as exc:
             log.msg_warn(f"{self.tag}: fork: {os.strerror(exc.errno or 0)}")
             return None
-        self.children[pid] = Child(pid)
+        self.child_add(pid)
         return pid
+
+    def child_add(self, pid: int) -> None:
+        """Count a new child of this service; it is idle until it reports busy."""
+        self.children[pid] = Child(pid)
+        self._idle += 1
 
     def status_read(self, now: float) -> None:
         """Apply the children's busy/idle reports waiting in the status pipe."""
@@ -153,8 +159,11 @@ class Service:
             child = self.children.get(pid)
             if child is None:
                 continue  # a retired child; it no longer counts
-            child.busy = state == STATUS_BUSY
-            if child.busy:
+            busy = state == STATUS_BUSY
+            if busy != child.busy:
+                self._idle += -1 if busy else 1
+                child.busy = busy
+            if busy:
                 self._used(now)
         self._buffer = self._buffer[usable:]
         if self.idle() == 0 and not self.below_limit() and self.row.maxproc > 0 and not self.row.wakeup:
@@ -178,7 +187,9 @@ class Service:
 
     def child_exit(self, pid: int, wait_status: int, now: float) -> None:
         """Forget an exited child; log and count an abnormal exit, throttling when they pile up."""
-        self.children.pop(pid, None)
+        child = self.children.pop(pid, None)
+        if child is not None and not child.busy:
+            self._idle -= 1
         text = exit_text(wait_status)
         if text is None:
             return
@@ -199,6 +210,7 @@ class Service:
         self.lifeline_r, self.lifeline_w = os.pipe()
         pids = list(self.children)
         self.children.clear()
+        self._idle = 0
         return pids
 
     def signal_children(self, sig: int) -> None:

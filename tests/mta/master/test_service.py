@@ -12,7 +12,7 @@ import pytest
 
 from mta.config import load_config
 from mta.master.listen import Listener
-from mta.master.service import Child, Service, exit_text, service_cfg
+from mta.master.service import Service, exit_text, service_cfg
 from mta.service_table import row_parse
 from mta.skeleton_loop import STATUS, STATUS_BUSY, STATUS_IDLE
 from tests.conftest import free_port, wait_for
@@ -137,7 +137,8 @@ def unit_service(tmp_path: Path, master_cf: str, main_cf: str = "") -> Service:
 
 def test_status_reports_and_process_limit(tmp_path: Path) -> None:
     svc = unit_service(tmp_path, "echo unix n - n - 2 tests.mta.master.daemons:echo")
-    svc.children = {11: Child(11), 12: Child(12)}
+    svc.child_add(11)
+    svc.child_add(12)
     assert (svc.idle(), svc.wants_listen(100.0)) == (2, False)
     os.write(svc.status_w, STATUS.pack(11, STATUS_BUSY) + STATUS.pack(99, STATUS_BUSY) + STATUS.pack(12, 1)[:3])
     svc.status_read(100.0)
@@ -157,7 +158,8 @@ def test_throttle_after_three_failures(tmp_path: Path) -> None:
     exit_1, killed = 1 << 8, 9
     assert (exit_text(0), exit_text(exit_1), exit_text(killed)) == \
         (None, "exit status 1", "killed by signal 9")
-    svc.children = {pid: Child(pid) for pid in (1, 2, 3, 4, 5)}
+    for pid in (1, 2, 3, 4, 5):
+        svc.child_add(pid)
     svc.child_exit(1, 0, 100.0)
     svc.child_exit(2, exit_1, 100.0)
     svc.child_exit(3, killed, 105.0)
@@ -166,7 +168,7 @@ def test_throttle_after_three_failures(tmp_path: Path) -> None:
     svc.child_exit(5, exit_1, 112.0)
     assert svc.throttled(112.0) and svc.throttled(116.9) and not svc.throttled(117.0)
     assert not svc.wants_listen(113.0) and svc.deadline(113.0) == 117.0
-    assert svc.children == {}
+    assert svc.children == {} and svc.idle() == 0
     svc.close()
 
 
@@ -175,7 +177,7 @@ def test_wakeup_timer(tmp_path: Path) -> None:
     assert always.wakeup_next == 400.0 and always.wants_process(100.0)
     conditional = unit_service(tmp_path, "flush unix n - n 1000? 0 qmgr")
     assert conditional.wakeup_next is None
-    conditional.children = {7: Child(7)}
+    conditional.child_add(7)
     os.write(conditional.status_w, STATUS.pack(7, STATUS_BUSY))
     conditional.status_read(150.0)
     assert conditional.wakeup_next == 1150.0
