@@ -299,7 +299,7 @@ class Dispatcher:
         self._running: dict[str, int] = {}
         self._total = 0
         self._workers = 0
-        self._idle_workers = 0
+        self._free = 0  # workers not holding a job: waiting, or finishing one (on_done)
 
     def submit(self, jobs: list[DeliveryJob]) -> None:
         """Queue jobs; they start as soon as their destination and the total have room."""
@@ -317,10 +317,11 @@ class Dispatcher:
                 self._running[key] = self._running.get(key, 0) + 1
                 self._total += 1
                 self._ready.append(job)
-                if self._idle_workers > len(self._ready) - 1:
+                if self._free >= len(self._ready):
                     self._work.notify()
                 else:
                     self._workers += 1
+                    self._free += 1
                     threading.Thread(target=self._worker, name="qmgr-worker", daemon=True).start()
             if not jobs:
                 del self._waiting[key]
@@ -329,13 +330,12 @@ class Dispatcher:
         while True:
             with self._lock:
                 while not self._ready:
-                    self._idle_workers += 1
-                    woken = self._work.wait(self.WORKER_IDLE)
-                    self._idle_workers -= 1
-                    if not woken and not self._ready:
+                    if not self._work.wait(self.WORKER_IDLE) and not self._ready:
+                        self._free -= 1
                         self._workers -= 1
                         return
                 job = self._ready.popleft()
+                self._free -= 1
             self._run(job)
 
     def _run(self, job: DeliveryJob) -> None:
@@ -349,6 +349,7 @@ class Dispatcher:
                 if not self._running[job.key]:
                     del self._running[job.key]
                 self._total -= 1
+                self._free += 1  # this worker takes the next ready job once on_done returns
                 self._pump()
                 self._idle.notify_all()
         self._on_done(job)
