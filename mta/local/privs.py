@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from mta.errors import MtaError
+from mta.eugid import effective_ids
 
 MAX_TABLE_FILE = 1 << 20  # largest .forward or :include: file read
 
@@ -53,44 +54,33 @@ def privs_drop(creds: Creds) -> None:
         raise PrivsError(f"privs_drop: still root after switching to uid {creds.uid}")
 
 
-_SAVED: dict[str, Any] = {}  # the daemon's own groups and file size limit, read once
+_FSIZE: list[tuple[int, int]] = []  # the daemon's own file size limit, read once
 
 
 def run_as(creds: Creds | None, func: Callable[..., Any], *args: Any) -> Any:
     """Run func(*args) with creds as the effective ids (None: as root) and return its result.
 
     + creds: the user to act as; real and saved ids stay root, so root is
-      restored afterwards, as are the umask (0077 during the call) and the
-      file size limit, which delivery functions lower. (The daemon ignores
-      SIGXFSZ, so a write past the limit fails with EFBIG.)
+      restored afterwards (mta.eugid, root's uid first, so this also undoes a
+      further drop inside func: the spool mbox writer does one), as are the
+      umask (0077 during the call) and the file size limit, which delivery
+      functions lower. (The daemon ignores SIGXFSZ, so a write past the limit
+      fails with EFBIG.) The daemon's own limit never changes, so it is read once.
     + func: one of this package's file operations (see DELIVERY RIGHTS); an
       exception in it becomes PrivsError.
-
-    The daemon's effective ids are its real ids between calls, and its groups
-    and size limit never change outside this function, so they are read once;
-    a delivery then costs ten system calls for the switch, not twenty.
     """
-    if not _SAVED:
-        _SAVED["groups"] = os.getgroups()
-        _SAVED["fsize"] = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if not _FSIZE:
+        _FSIZE.append(resource.getrlimit(resource.RLIMIT_FSIZE))
+    uid, gid, groups = (creds.uid, creds.gid, creds.groups) if creds else (os.getuid(), os.getgid(), ())
     saved_umask = os.umask(0o077)
     try:
-        if creds is None:
+        with effective_ids(uid, gid, groups):
             return func(*args)
-        os.setgroups(list(creds.groups) or [creds.gid])
-        os.setegid(creds.gid)
-        os.seteuid(creds.uid)
-        return func(*args)
     except Exception as exc:  # noqa: BLE001 - the caller gets one error type
         raise PrivsError(f"{type(exc).__name__}: {exc}") from exc
     finally:
-        # func may itself drop to a user after opening a root-only file (the
-        # spool mbox writer does): put every id back, root's uid first.
-        os.seteuid(os.getuid())
-        os.setegid(os.getgid())
-        os.setgroups(_SAVED["groups"])
         os.umask(saved_umask)
-        resource.setrlimit(resource.RLIMIT_FSIZE, _SAVED["fsize"])
+        resource.setrlimit(resource.RLIMIT_FSIZE, _FSIZE[0])
 
 
 def run_delivery(creds: Creds | None, func: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
