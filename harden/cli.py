@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from harden import __version__
@@ -20,6 +21,89 @@ def _validate(args: argparse.Namespace) -> int:
     warnings = len(findings) - errors
     print(f"{args.config_dir}: {errors} error(s), {warnings} warning(s)")
     return 1 if errors else 0
+
+
+def _lab_up(args: argparse.Namespace) -> int:
+    from harden.lab.clientfiles import INVENTORY, SSH_CONFIG
+    from harden.lab.fleet import lab_up
+
+    report = lab_up(args.count, Path(args.dir), first_address=args.first_address, timeout=args.timeout)
+    if report.installed:
+        print(f"installed from Debian's packages: {', '.join(report.installed)}")
+    for host in report.hosts:
+        print(f"{host.name:20s} {host.address:15s} pid {host.init_pid:<8d} groups {','.join(host.groups)}")
+    lab_dir = Path(args.dir).resolve()
+    print(f"{len(report.hosts)} host(s) up in {report.seconds:.1f}s; "
+          f"ssh -F {lab_dir / SSH_CONFIG} gw1; inventory {lab_dir / INVENTORY}")
+    return 0
+
+
+def _lab_down(args: argparse.Namespace) -> int:
+    from harden.lab.fleet import lab_down
+
+    state = lab_down(Path(args.dir))
+    print(f"no lab in {args.dir}" if state is None else f"{len(state.hosts)} host(s) down, {args.dir} cleaned")
+    return 0
+
+
+def _lab_status(args: argparse.Namespace) -> int:
+    from harden.lab.fleet import lab_status
+
+    rows = lab_status(Path(args.dir))
+    for row in rows:
+        state = "reachable" if row.reachable else ("running" if row.alive else "down")
+        print(f"{row.host.name:20s} {row.host.address:15s} pid {row.host.init_pid or '-'!s:8s} "
+              f"{state:10s} {row.detail}")
+    return 0 if all(row.reachable for row in rows) else 1
+
+
+def _lab_ssh(args: argparse.Namespace) -> int:
+    import os
+
+    from harden.lab.fleet import ssh_command
+
+    argv = ssh_command(Path(args.dir), args.host, args.cmd, tty=not args.cmd and sys.stdin.isatty())
+    sys.stdout.flush()
+    os.execvp(argv[0], argv)
+    return 1  # not reached
+
+
+def _lab_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    from harden.lab.fleet import DEFAULT_DIR
+    from harden.lab.model import FIRST_ADDRESS
+
+    lab = sub.add_parser(
+        "lab",
+        help="a local lab of real SSH hosts in Linux namespaces, for trying changes and for tests",
+        description=(
+            "Build, inspect and remove a lab of SSH hosts on this machine (root needed). Each host "
+            "has its own mount, PID and UTS namespaces, a private writable layer over the machine's /, "
+            "its own /proc, /tmp and /run, and a real sshd on its own loopback address (127.0.0.11, "
+            ".12, ...) port 22, root login by a generated ed25519 key only. The lab directory gets "
+            "known_hosts, ssh_config and inventory.yml (groups gateways and dmz)."
+        ),
+    )
+    lab_sub = lab.add_subparsers(dest="lab_command", metavar="ACTION")
+    lab_sub.required = True
+
+    def with_dir(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--dir", default=str(DEFAULT_DIR), help=f"lab directory (default {DEFAULT_DIR})")
+        return p
+
+    up = with_dir(lab_sub.add_parser("up", help="build N hosts (an earlier lab in DIR is taken down first)"))
+    up.add_argument("count", metavar="N", type=int, help="number of hosts (gw1 ... gwN)")
+    up.add_argument("--first-address", default=FIRST_ADDRESS,
+                    help=f"address of gw1; the others follow (default {FIRST_ADDRESS})")
+    up.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for every sshd (default 60)")
+    up.set_defaults(run=_lab_up)
+    down = with_dir(lab_sub.add_parser("down", help="stop every lab process by pid, remove addresses and files"))
+    down.set_defaults(run=_lab_down)
+    status = with_dir(lab_sub.add_parser("status", help="address, pid and SSH reachability of each host"))
+    status.set_defaults(run=_lab_status)
+    ssh = with_dir(lab_sub.add_parser("ssh", help="log in to a host, or run CMD there"))
+    ssh.add_argument("host", metavar="HOST", help="gw1, gw1.lab.example or its address")
+    ssh.add_argument("cmd", metavar="CMD", nargs=argparse.REMAINDER, help="command to run (default: a shell)")
+    ssh.set_defaults(run=_lab_ssh)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("config_dir", metavar="DIR", help="configuration directory, e.g. /etc/postfix")
     validate.set_defaults(run=_validate)
+    _lab_parser(sub)
     return parser
 
 

@@ -13,3 +13,7 @@ class ValidationError(HardenError, ValueError):
     def __init__(self, message: str, findings: list[object]) -> None:
         super().__init__(message)
         self.findings = findings
+
+
+class LabError(HardenError):
+    """The lab could not be built, reached or taken down; the message names the host and the cause."""

@@ -83,3 +83,58 @@ def _ids_unchanged() -> Iterator[None]:
     yield
     after = (os.geteuid(), os.getegid(), sorted(os.getgroups()))
     assert after == before, f"effective ids leaked: {before} -> {after}"
+
+
+# -- the local lab (harden lab) -----------------------------------------------------
+
+LAB_TEST_FIRST = "127.0.0.111"  # away from a user's own lab at 127.0.0.11...
+LAB_TEST_HOSTS = 3
+
+
+class LabFixture:
+    """A lab for tests: its directory, hosts and helpers to run commands with the lab's pinned keys."""
+
+    def __init__(self, lab_dir: Path) -> None:
+        from harden.lab.fleet import lab_state
+
+        self.dir = lab_dir
+        self.hosts = lab_state(lab_dir).hosts
+
+    def ssh(self, host: str, command: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """Run command on host with OpenSSH and the lab's ssh_config (strict host key checking)."""
+        from harden.lab.fleet import ssh_command
+
+        done = subprocess.run(ssh_command(self.dir, host, [command]), capture_output=True, text=True,
+                              timeout=timeout, stdin=subprocess.DEVNULL)
+        if check and done.returncode != 0:
+            raise AssertionError(f"ssh {host} {command!r}: exit {done.returncode}: {done.stderr.strip()}")
+        return done
+
+    def restart(self, *hosts: str) -> None:
+        """Put hosts back in their initial state (a new writable layer and an empty /srv)."""
+        from harden.lab.fleet import host_restart
+
+        for name in hosts or [h.short for h in self.hosts]:
+            host_restart(self.dir, name)
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[LabFixture]:
+    """A lab of LAB_TEST_HOSTS hosts at 127.0.0.111... for the whole session (root only)."""
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root")
+    from harden.lab.fleet import lab_down, lab_up
+
+    lab_dir = Path(f"/var/tmp/harden-lab-tests-{os.getpid()}")
+    lab_up(LAB_TEST_HOSTS, lab_dir, first_address=LAB_TEST_FIRST)
+    try:
+        yield LabFixture(lab_dir)
+    finally:
+        lab_down(lab_dir)
+
+
+@pytest.fixture
+def fresh_lab(lab: LabFixture) -> LabFixture:
+    """The session's lab with every host restarted in its initial state before the test."""
+    lab.restart()
+    return lab
