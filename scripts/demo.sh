@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Quick start, first command: set up, then run the MTA's configuration tools on the
-# bundled example gateway (examples/gateway). Until provisioning lands this is the
-# main job: validate, build the alias and access tables, query them, show the
-# effective configuration. Works on a copy under .cache/demo; the example stays clean.
+# bundled example gateway (examples/gateway), then build a local lab of SSH hosts
+# (harden lab), reach each one with pinned host keys, and take the lab down.
+# Until provisioning lands this is the main job. Works on a copy under .cache/demo;
+# the example stays clean. The lab part needs root (namespaces, mounts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -34,3 +35,19 @@ printf 'former.user@example.com: '; $mta -c "$etc" postmap -q former.user@exampl
 
 step "parse everything back (harden validate)"
 .venv/bin/harden validate "$etc"
+
+if [ "$(id -u)" = 0 ]; then
+    lab=$PWD/.cache/demo/lab
+    step "a local lab of 3 SSH hosts in Linux namespaces (harden lab up 3)"
+    .venv/bin/harden lab up 3 --dir "$lab"
+    trap '.venv/bin/harden lab down --dir "$lab"' EXIT
+    step "each host's address, pid and SSH reachability with strict host key checking (harden lab status)"
+    .venv/bin/harden lab status --dir "$lab"
+    step "run a command on gw2 (harden lab ssh gw2 ...)"
+    .venv/bin/harden lab ssh --dir "$lab" gw2 'hostname; uname -r; ps -e --no-headers | wc -l'
+    step "the inventory the lab wrote ($lab/inventory.yml)"
+    sed -n '1,20p' "$lab/inventory.yml"
+    step "take the lab down (harden lab down)"
+    trap - EXIT
+    .venv/bin/harden lab down --dir "$lab"
+fi

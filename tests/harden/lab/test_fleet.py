@@ -75,6 +75,11 @@ def test_host_keys_are_checked_strictly(ten: tuple[LabFixture, list[LabHost]], t
                               f"UserKnownHostsFile={tmp_path / 'empty'}", "gw3", "true"],
                              capture_output=True, text=True, timeout=30)
     assert unknown.returncode == 255 and "host key verification failed" in unknown.stderr.lower()
+    # Root logs in by the lab's key only: no password or keyboard-interactive method is offered.
+    no_key = subprocess.run(["ssh", "-F", str(lab.dir / "ssh_config"), "-o", "IdentityFile=/dev/null",
+                             "-o", "PreferredAuthentications=password,keyboard-interactive", "gw2", "true"],
+                            capture_output=True, text=True, timeout=30)
+    assert no_key.returncode == 255 and "permission denied (publickey)" in no_key.stderr.lower()
 
 
 def test_files_and_processes_stay_on_their_host(ten: tuple[LabFixture, list[LabHost]]) -> None:
