@@ -17,3 +17,7 @@ class ValidationError(HardenError, ValueError):
 
 class LabError(HardenError):
     """The lab could not be built, reached or taken down; the message names the host and the cause."""
+
+
+class InventoryError(HardenError, ValueError):
+    """An inventory file, group_vars or host_vars file, or a host's settings are wrong; names file and line."""
