@@ -125,14 +125,15 @@ class Host:
     groups: list[str] = field(default_factory=list)
     vars: dict[str, Any] = field(default_factory=dict)
     origins: dict[str, Origin] = field(default_factory=dict)
+    defined: Origin | None = None  # where the host first appears
 
     def address(self) -> str:
         """Where to connect: ansible_host, else the inventory name."""
         return str(self.vars.get("ansible_host") or self.name)
 
     def origin(self, key: str) -> str:
-        """``file:line`` of a variable, for messages."""
-        found = self.origins.get(key)
+        """``file:line`` of a variable (of the host's definition when it has no such variable), for messages."""
+        found = self.origins.get(key) or self.defined
         return str(found) if found else "(inventory)"
 
 
@@ -265,7 +266,7 @@ class _Builder:
     def host(self, name: str, data: Any, group: str, line: int) -> None:
         if name in self.groups:
             raise InventoryError(f"{self.path}:{line}: {name!r} is both a host and a group")
-        self.hosts.setdefault(name, Host(name))
+        self.hosts.setdefault(name, Host(name, defined=Origin(self.path, line)))
         if name not in self.groups[group].hosts:
             self.groups[group].hosts.append(name)
         self.host_file_vars.setdefault(name, []).extend(self._vars(data, f"vars of host {name!r}"))
