@@ -21,3 +21,7 @@ class LabError(HardenError):
 
 class InventoryError(HardenError, ValueError):
     """An inventory file, group_vars or host_vars file, or a host's settings are wrong; names file and line."""
+
+
+class TemplateError(HardenError, ValueError):
+    """A template failed to render, or its output failed to parse back; names the template and line."""

@@ -218,6 +218,10 @@ def settings_from_host(host: Host) -> GatewaySettings:
             if wanted is True and service in NEVER_CHROOTED:
                 problem("chroot_services", f"{service} must never be chrooted (it delivers as the recipient "
                                            "and needs the real file system)")
+    if ("tls_cert_file" in host.vars) != ("tls_key_file" in host.vars):
+        missing = "tls_key_file" if "tls_cert_file" in host.vars else "tls_cert_file"
+        problem("tls_cert_file" if missing == "tls_key_file" else "tls_key_file",
+                f"needs {missing} as well (a certificate and its key go together)")
     root_alias = host.vars.get("root_alias")
     mail_owner = host.vars.get("mail_owner", "postfix")
     if root_alias is None:
