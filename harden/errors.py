@@ -25,3 +25,11 @@ class InventoryError(HardenError, ValueError):
 
 class TemplateError(HardenError, ValueError):
     """A template failed to render, or its output failed to parse back; names the template and line."""
+
+
+class TransportError(HardenError):
+    """A host could not be reached, or a command or file write on it failed; keeps the stderr tail."""
+
+
+class ChrootError(HardenError):
+    """The chroot jail could not be planned or built; names the host and path."""
