@@ -28,7 +28,8 @@ from harden.lab import clientfiles, host, loopback, model
 from harden.lab.model import LabHost, LabState
 
 DEFAULT_DIR = Path("/var/lib/harden/lab")
-PACKAGES = {"/usr/sbin/sshd": "openssh-server", "/usr/bin/tini": "tini", "/usr/bin/ssh": "openssh-client"}
+PACKAGES = {"/usr/sbin/sshd": "openssh-server", "/usr/bin/tini": "tini", "/usr/bin/ssh": "openssh-client",
+            "/usr/bin/sudo": "sudo"}  # sudo: for non-root logins (ansible_become)
 _WRITTEN = [model.STATE_FILE, clientfiles.KNOWN_HOSTS, clientfiles.SSH_CONFIG, clientfiles.INVENTORY,
             clientfiles.CLIENT_KEY, clientfiles.CLIENT_KEY + ".pub"]
 

@@ -45,7 +45,8 @@ def sshd_config_text(host: LabHost) -> str:
         "UsePAM no\n"
         "UseDNS no\n"
         "X11Forwarding no\n"
-        "AllowTcpForwarding no\n"
+        "AllowTcpForwarding yes\n"  # jump-host (ProxyJump) tests go through lab hosts
+
         "PidFile /run/sshd.pid\n"
         "PrintMotd no\n"
         "MaxStartups 100:30:200\n"
