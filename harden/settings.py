@@ -32,7 +32,7 @@ _HOSTNAME = re.compile(r"(?=.{1,253}$)(?:(?!-)[A-Za-z0-9-]{1,63}(?<!-)\.)*(?!-)[
 _LOCALPART = re.compile(r"[A-Za-z0-9._+-]+")
 _ANSIBLE_USED = {"ansible_host": str, "ansible_port": int, "ansible_user": str,
                  "ansible_ssh_private_key_file": str, "ansible_become": bool}
-_HARDEN_VARS = {"harden_known_hosts", "harden_ssh_config", "harden_prefix", "lab_known_hosts"}
+_HARDEN_VARS = {"harden_known_hosts", "harden_ssh_config", "harden_jump", "harden_prefix"}
 
 
 def _hostname(value: Any) -> str | None:
@@ -134,6 +134,7 @@ SCHEMA: dict[str, Callable[[Any], str | None]] = {
     "chroot": _bool,
     "chroot_services": _chroot_map,
     "mail_owner": _localpart,
+    "maillog_file": _path,
 }
 
 
@@ -142,8 +143,9 @@ class GatewaySettings:
     """Everything the templates need for one host, checked.
 
     Defaults follow the seed's gateway (section 7.5): myorigin is $mydomain,
-    mydestination covers the host and localhost, mynetworks is loopback only,
-    root's mail goes to root_alias (required).
+    mydestination covers the host, localhost and $mydomain (unless $mydomain
+    is relayed inside), mynetworks is loopback only, root's mail goes to
+    root_alias (required).
     """
 
     name: str
@@ -169,6 +171,7 @@ class GatewaySettings:
     chroot: bool = True
     chroot_services: dict[str, bool] = field(default_factory=dict)
     mail_owner: str = "postfix"
+    maillog_file: str = "/var/log/mail.log"
 
     def service_chrooted(self, service: str) -> bool:
         """Whether master.cf runs service chrooted on this host."""
@@ -234,5 +237,11 @@ def settings_from_host(host: Host) -> GatewaySettings:
     myhostname = str(host.vars.get("myhostname") or host.name)
     mydomain = str(host.vars.get("mydomain") or (myhostname.split(".", 1)[1] if "." in myhostname else myhostname))
     known = {k: v for k, v in host.vars.items() if k in SCHEMA and k not in ("myhostname", "mydomain")}
+    if "mydestination" not in known:
+        # Aliases without a domain (root: mick) are qualified with myorigin ($mydomain):
+        # deliver $mydomain here too, unless it is relayed to an inside server.
+        relayed = {d.lower() for d in known.get("relay_domains", [])}
+        known["mydestination"] = ["$myhostname", "localhost.$mydomain", "localhost"] + (
+            [] if mydomain.lower() in relayed or "$mydomain" in relayed else ["$mydomain"])
     return GatewaySettings(name=host.name, role="dmz" if "dmz" in host.groups else "gateway",
                            myhostname=myhostname, mydomain=mydomain, **known)

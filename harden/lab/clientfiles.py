@@ -19,6 +19,7 @@ KNOWN_HOSTS = "known_hosts"
 SSH_CONFIG = "ssh_config"
 INVENTORY = "inventory.yml"
 CLIENT_KEY = "id_ed25519"
+MAIL_USER = "mailadmin"  # the unprivileged account host-init.sh creates on every host
 
 
 def known_hosts_text(hosts: list[LabHost], host_keys: dict[str, str]) -> str:
@@ -72,8 +73,10 @@ def inventory_data(lab_dir: Path, hosts: list[LabHost]) -> dict[str, object]:
                 "ansible_port": 22,
                 "ansible_ssh_private_key_file": str(lab_dir / CLIENT_KEY),
                 "ansible_ssh_common_args": f"-F {lab_dir / SSH_CONFIG}",
-                "lab_known_hosts": str(lab_dir / KNOWN_HOSTS),
+                "harden_ssh_config": str(lab_dir / SSH_CONFIG),
+                "harden_known_hosts": str(lab_dir / KNOWN_HOSTS),
                 "mydomain": "lab.example",
+                "root_alias": MAIL_USER,
             },
             "children": groups,
         }

@@ -10,6 +10,7 @@
 #     keys or another host's files);
 #   - /etc/hostname, /etc/hosts, /etc/resolv.conf (nameserver 127.0.0.1: no DNS
 #     leaves the machine) and sshd's key and configuration in the writable layer;
+#   - an unprivileged account (LAB_MAIL_USER, mailadmin) that root's mail goes to;
 #   - pivot_root into it, then exec tini (reaps orphans) running sshd -D.
 # Every mount is made inside this mount namespace and vanishes with its last process.
 #
@@ -64,6 +65,9 @@ install -m 0644 "$LAB_HOST_DIR/ssh_host_ed25519_key.pub" "$new/etc/ssh/ssh_host_
 install -m 0644 "$LAB_HOST_DIR/sshd_config" "$new/etc/ssh/sshd_config"
 
 mount -t tmpfs -o mode=0755,size=1m tmpfs "$new$LAB_DIR"
+
+# An unprivileged account for root's mail (the inventory's root_alias), in this host only.
+chroot "$new" /usr/sbin/useradd --create-home --user-group --shell /bin/sh "${LAB_MAIL_USER:-mailadmin}"
 
 mkdir -p "$new/.oldroot"
 cd "$new"

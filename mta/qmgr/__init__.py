@@ -266,13 +266,14 @@ class Qmgr:
 
 
 def pre_init(ctx: DaemonContext) -> None:
-    """Read and check the configuration before privileges are dropped."""
-    ctx.state["qmgr"] = Qmgr(ctx.queue_dir, ctx.cfg)
+    """Check the configuration before privileges are dropped (a bad value stops the process here)."""
+    Qmgr(ctx.queue_dir, ctx.cfg)
 
 
 def post_init(ctx: DaemonContext) -> None:
-    """Recover the active queue and start the scheduler."""
-    qmgr: Qmgr = ctx.state["qmgr"]
+    """Make the queue manager (after chroot, so its paths are the jail's), recover active/, start scheduling."""
+    qmgr = Qmgr(ctx.queue_dir, ctx.cfg)
+    ctx.state["qmgr"] = qmgr
     for name in (queue.INCOMING, queue.ACTIVE, queue.DEFERRED, queue.CORRUPT):
         if not (ctx.queue_dir / name).is_dir():
             log.msg_warn(f"qmgr: queue directory {ctx.queue_dir / name} is missing")

@@ -21,7 +21,9 @@ def load(tmp_path: Path, host_vars: str, group: str = "gateways") -> GatewaySett
 def test_defaults_and_role(tmp_path: Path) -> None:
     s = load(tmp_path, "root_alias: mick")
     assert (s.role, s.myhostname, s.mydomain, s.myorigin) == ("gateway", "gw1.example.test", "example.test", "$mydomain")
-    assert s.mydestination == ["$myhostname", "localhost.$mydomain", "localhost"]
+    assert s.mydestination == ["$myhostname", "localhost.$mydomain", "localhost", "$mydomain"]
+    relay = load(tmp_path, "root_alias: mick\nrelay_domains: [example.test]")
+    assert relay.mydestination == ["$myhostname", "localhost.$mydomain", "localhost"]
     assert s.service_chrooted("smtpd") and s.service_chrooted("cleanup")
     assert not s.service_chrooted("local") and not s.service_chrooted("pipe") and not s.service_chrooted("virtual")
     assert load(tmp_path, "root_alias: mick", group="dmz").role == "dmz"

@@ -1,0 +1,137 @@
+"""The MTA bundle: built once on the control machine, shipped to hosts without Internet access, installed in place.
+
+BUILD. The ``mta`` package is pure Python with no dependency outside the
+standard library, so the bundle is a gzipped tar of its sources plus two
+launchers (bin/mta, bin/sendmail) and a VERSION file. It is built
+reproducibly (sorted members, fixed owner and time stamps), and its version
+is the package version plus the SHA-256 of the sources, so a changed source
+is a new version and an unchanged one is recognised on the host without
+uploading anything.
+
+INSTALL (on the host, as root, under umask 022): unpack into
+PREFIX/VERSION.new, byte-compile, rename to PREFIX/VERSION, then switch the
+PREFIX/current symlink with one rename (an upgrade in place is atomic; the
+previous version stays for a rollback, older ones are removed). The launchers
+run ``/usr/bin/python3 -I`` (isolated: no user site directory, no PYTHON*
+variables, since every local user runs sendmail). /usr/sbin/sendmail and
+/usr/local/sbin/mta are symlinks into PREFIX/current/bin; a sendmail that
+belongs to another MTA is never replaced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import shlex
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import mta
+from harden import __version__
+from harden.errors import TransportError
+from harden.transport.base import Transport
+
+PREFIX = "/opt/mailgate-mta"
+LINKS = {"/usr/sbin/sendmail": "sendmail", "/usr/local/sbin/mta": "mta"}
+
+_LAUNCHER = """#!/usr/bin/python3 -I
+# {name}: the bundled MTA's {what} (installed by `harden provision`).
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "lib"))
+from {module} import {function}
+
+sys.exit({function}())
+"""
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A built bundle: its version and the tar.gz bytes."""
+
+    version: str
+    data: bytes
+
+
+def _members() -> list[tuple[str, bytes, int]]:
+    root = Path(mta.__file__).resolve().parent
+    files: list[tuple[str, bytes, int]] = []
+    for path in sorted(root.rglob("*.py")):
+        files.append((f"lib/mta/{path.relative_to(root).as_posix()}", path.read_bytes(), 0o644))
+    files.append(("bin/mta", _LAUNCHER.format(name="mta", what="admin command", module="mta.cli",
+                                              function="main").encode(), 0o755))
+    files.append(("bin/sendmail", _LAUNCHER.format(name="sendmail", what="local submission",
+                                                   module="mta.commands.sendmail",
+                                                   function="console_main").encode(), 0o755))
+    return files
+
+
+def bundle_build() -> Bundle:
+    """Build the bundle from the mta package this harden runs with."""
+    members = _members()
+    digest = hashlib.sha256()
+    for name, data, mode in members:
+        digest.update(f"{name}\0{mode:o}\0{len(data)}\0".encode())
+        digest.update(data)
+    version = f"{__version__}+{digest.hexdigest()[:12]}"
+    members.append(("VERSION", f"{version}\n".encode(), 0o644))
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
+        for name, data, mode in members:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), mode, 0
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
+            tar.addfile(info, io.BytesIO(data))
+    return Bundle(version, out.getvalue())
+
+
+def installed_version(transport: Transport, prefix: str = PREFIX) -> str:
+    """The version installed on the host ('' when none)."""
+    done = transport.run(f"cat {shlex.quote(prefix)}/current/VERSION 2>/dev/null || true")
+    return done.stdout.strip()
+
+
+def bundle_install(transport: Transport, bundle: Bundle, prefix: str = PREFIX) -> None:
+    """Install bundle on the host and make it current (see INSTALL); TransportError on failure."""
+    q = shlex.quote
+    new = f"{prefix}/{bundle.version}"
+    script = (
+        f"set -e; umask 022; mkdir -p {q(prefix)}; rm -rf {q(new + '.new')}; mkdir {q(new + '.new')}; "
+        f"tar -xzf - -C {q(new + '.new')} --no-same-owner; "
+        f"/usr/bin/python3 -m compileall -q {q(new + '.new/lib')} >/dev/null; "
+        f"rm -rf {q(new)}; mv {q(new + '.new')} {q(new)}; sync; "
+        f"prev=$(readlink {q(prefix + '/current')} || true); "
+        f"ln -sfn {q(bundle.version)} {q(prefix + '/current.new')}; mv -T {q(prefix + '/current.new')} "
+        f"{q(prefix + '/current')}; "
+        f"for d in {q(prefix)}/*; do b=$(basename \"$d\"); "
+        f"[ \"$b\" = current ] || [ \"$b\" = {q(bundle.version)} ] || [ \"$b\" = \"$prev\" ] || rm -rf \"$d\"; done"
+    )
+    done = transport.run(script, check=False, stdin=bundle.data, timeout=300)
+    if not done.ok:
+        raise TransportError(f"{transport.host}: install the MTA bundle {bundle.version}: {done.tail()}")
+
+
+def links_plan(transport: Transport, prefix: str = PREFIX) -> list[str]:
+    """The command links (LINKS) missing on the host; TransportError when another MTA owns one."""
+    missing = []
+    for path, name in LINKS.items():
+        want = f"{prefix}/current/bin/{name}"
+        have = transport.run(f"if [ -L {shlex.quote(path)} ]; then readlink {shlex.quote(path)}; "
+                             f"elif [ -e {shlex.quote(path)} ]; then echo OTHER; fi").stdout.strip()
+        if have == want:
+            continue
+        if have and not have.startswith(prefix):
+            raise TransportError(f"{transport.host}: {path} belongs to another program ({have}); remove that MTA "
+                                 "first, this one will not replace it")
+        missing.append(path)
+    return missing
+
+
+def links_install(transport: Transport, paths: list[str], prefix: str = PREFIX) -> None:
+    """Create the command links (replacing only links of ours)."""
+    for path in paths:
+        want = f"{prefix}/current/bin/{LINKS[path]}"
+        transport.run(f"mkdir -p $(dirname {shlex.quote(path)}) && ln -sfn {shlex.quote(want)} {shlex.quote(path)}")

@@ -1,0 +1,257 @@
+"""Provision gateways: for each host connect, read facts, plan the difference, apply it, run handlers, verify.
+
+DESIRED STATE AS A DIFF. Everything is compared before it is changed: the
+MTA bundle by version, each configuration file by content, owner and mode,
+the jail entry by entry (harden.chroot), the command links, the accounts.
+A host that already matches gets no write at all and reports ``ok``.
+
+HANDLERS run only when something they depend on changed: ``mta newaliases``
+after aliases, ``mta postmap`` after access or transport, ``mta reload``
+after main.cf or master.cf, a restart after a new bundle (the master forks
+its daemons without exec, so new code needs a new master), ``mta start``
+when the MTA is not running.
+
+VERIFY. After applying, ``mta status`` must report a running master and the
+host's smtpd must answer with a 220 banner on its first inet_interfaces
+address, port 25 (the audit checks take this over once they exist).
+
+RESULTS. Each host ends ``ok`` (nothing to change), ``changed``, ``failed``
+(with the error) or ``unreachable``; hosts run in parallel (``forks``) and a
+failure on one never stops the others.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import shlex
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable
+
+from harden import bundle as bundle_mod
+from harden import chroot
+from harden.errors import HardenError, TransportError
+from harden.inventory import Host, Inventory
+from harden.render import CONFIG_DIRECTORY, QUEUE_DIRECTORY, files_check, gateway_files
+from harden.settings import GatewaySettings, settings_from_host
+from harden.transport import Transport, transport_open
+from harden.transport.base import file_get, file_put
+
+MTA = f"{bundle_mod.PREFIX}/current/bin/mta"
+TABLE_HANDLERS = {"aliases": "newaliases", "access": "postmap", "transport": "postmap"}
+
+
+@dataclass
+class Change:
+    """One difference found (and, unless --check, fixed): kind, what, and a unified diff for files."""
+
+    kind: str
+    what: str
+    diff: str = ""
+
+
+@dataclass
+class HostResult:
+    """How provisioning one host went."""
+
+    host: str
+    status: str = "ok"
+    changes: list[Change] = field(default_factory=list)
+    error: str = ""
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+
+def transport_for(host: Host) -> Transport:
+    """An SSH transport from the host's inventory variables (harden_* first, then Ansible's)."""
+    v = host.vars
+    ssh_config = v.get("harden_ssh_config")
+    jump = v.get("harden_jump")
+    common = shlex.split(str(v.get("ansible_ssh_common_args") or ""))
+    for i, arg in enumerate(common[:-1]):
+        if arg == "-F" and not ssh_config:
+            ssh_config = common[i + 1]
+        if arg == "-J" and not jump:
+            jump = common[i + 1]
+    known = v.get("harden_known_hosts")
+    return transport_open(
+        "ssh", host=host.name, address=v.get("ansible_host"), port=v.get("ansible_port"),
+        user=v.get("ansible_user"), key_file=v.get("ansible_ssh_private_key_file"),
+        known_hosts=[known] if isinstance(known, str) else list(known or []), ssh_config=ssh_config, jump=jump,
+        become=v.get("ansible_become"),
+    )
+
+
+def _diff(name: str, old: bytes | None, new: str) -> str:
+    before = (old or b"").decode("utf-8", "replace").splitlines(keepends=True)
+    return "".join(difflib.unified_diff(before, new.splitlines(keepends=True),
+                                        f"a{CONFIG_DIRECTORY}/{name}", f"b{CONFIG_DIRECTORY}/{name}"))
+
+
+def _facts(t: Transport, s: GatewaySettings) -> dict[str, str]:
+    """One command for the simple facts: python, accounts, whether the MTA runs, file states."""
+    q = shlex.quote
+    files = " ".join(q(f"{CONFIG_DIRECTORY}/{name}") for name in ("main.cf", "master.cf", "aliases", "access",
+                                                                   "transport"))
+    script = (
+        "echo python=$(/usr/bin/python3 -c 'import sys; print(int(sys.version_info >= (3, 11)))' 2>/dev/null); "
+        f"echo root_alias=$(getent passwd {q(s.root_alias)} | cut -d: -f3); "
+        f"echo mail_owner=$(getent passwd {q(s.mail_owner)} | cut -d: -f3); "
+        "echo postdrop=$(getent group postdrop | cut -d: -f3); "
+        f"if [ -x {MTA} ] && {MTA} -c {CONFIG_DIRECTORY} status >/dev/null 2>&1; then echo running=1; "
+        "else echo running=0; fi; "
+        f"for f in {files}; do [ -f \"$f\" ] && echo \"file=$(basename $f) $(sha256sum < $f | cut -d' ' -f1) "
+        "$(stat -c '%a %U %G' $f)\"; done; "
+        f"for f in aliases access transport; do [ -f {CONFIG_DIRECTORY}/$f.db ] && echo db=$f; done; true"
+    )
+    facts: dict[str, str] = {}
+    for line in t.run(script).stdout.splitlines():
+        key, _, value = line.partition("=")
+        if key in ("file", "db"):
+            name, _, rest = value.partition(" ")
+            facts[f"{key}:{name}"] = rest
+        else:
+            facts[key] = value
+    return facts
+
+
+def provision_host(host: Host, bundle: bundle_mod.Bundle, *, check: bool = False, want_diff: bool = False,
+                   connect: Callable[[Host], Transport] = transport_for) -> HostResult:
+    """Provision one host; never raises (the result says what happened)."""
+    start = time.monotonic()
+    result = HostResult(host.name)
+    try:
+        s = settings_from_host(host)
+        files = gateway_files(s)
+        result.warnings = files_check(host.name, files)
+    except HardenError as exc:
+        result.status, result.error = "failed", str(exc)
+        result.seconds = time.monotonic() - start
+        return result
+    try:
+        t = connect(host)
+    except TransportError as exc:
+        result.status, result.error = "unreachable", str(exc)
+        result.seconds = time.monotonic() - start
+        return result
+    try:
+        _provision(t, s, files, bundle, result, check, want_diff)
+        result.status = "changed" if result.changes else "ok"
+    except HardenError as exc:
+        result.status, result.error = "failed", str(exc)
+    finally:
+        t.close()
+        result.seconds = time.monotonic() - start
+    return result
+
+
+def _provision(t: Transport, s: GatewaySettings, files: dict[str, str], bundle: bundle_mod.Bundle,
+               result: HostResult, check: bool, want_diff: bool) -> None:
+    facts = _facts(t, s)
+    if facts.get("python") != "1":
+        raise HardenError(f"{t.host}: /usr/bin/python3 3.11 or newer is needed to run the MTA")
+    alias_uid = facts.get("root_alias", "")
+    if not alias_uid:
+        raise HardenError(f"{t.host}: root_alias {s.root_alias!r} is not an account on the host; create it first "
+                          "(root's mail must go to a person's unprivileged account)")
+    if alias_uid == "0" or alias_uid == facts.get("mail_owner"):
+        raise HardenError(f"{t.host}: root_alias {s.root_alias!r} has uid {alias_uid}: it must be an "
+                          "unprivileged account, not root or mail_owner")
+    changes = result.changes
+    # Accounts the MTA runs as.
+    accounts = []
+    if not facts.get("postdrop"):
+        accounts.append("groupadd --system postdrop")
+        changes.append(Change("account", "group postdrop"))
+    if not facts.get("mail_owner"):
+        accounts.append(f"useradd --system --no-create-home --home-dir {QUEUE_DIRECTORY} "
+                        f"--shell /usr/sbin/nologin {shlex.quote(s.mail_owner)}")
+        changes.append(Change("account", f"user {s.mail_owner}"))
+    # The bundle and its links.
+    installed = bundle_mod.installed_version(t)
+    new_bundle = installed != bundle.version
+    if new_bundle:
+        changes.append(Change("bundle", f"MTA {installed or '(none)'} -> {bundle.version}"))
+    links = bundle_mod.links_plan(t)
+    changes += [Change("link", f"{path} -> {bundle_mod.PREFIX}/current/bin/{bundle_mod.LINKS[path]}")
+                for path in links]
+    # Configuration files.
+    changed_files = []
+    for name, text in files.items():
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        if facts.get(f"file:{name}") != f"{digest} 644 root root":
+            changed_files.append(name)
+            diff = _diff(name, file_get(t, f"{CONFIG_DIRECTORY}/{name}"), text) if want_diff else ""
+            changes.append(Change("file", f"{CONFIG_DIRECTORY}/{name}", diff))
+    # The jail.
+    jail_actions = chroot.plan(QUEUE_DIRECTORY, chroot.facts_read(t, QUEUE_DIRECTORY))
+    changes += [Change("jail", a.describe()) for a in jail_actions]
+    # Handlers.
+    handlers: list[str] = []
+    if "aliases" in changed_files or "db:aliases" not in facts:
+        handlers.append(f"{MTA} -c {CONFIG_DIRECTORY} newaliases")
+    for table in ("access", "transport"):
+        if table in files and (table in changed_files or f"db:{table}" not in facts):
+            handlers.append(f"{MTA} -c {CONFIG_DIRECTORY} postmap hash:{CONFIG_DIRECTORY}/{table}")
+    running = facts.get("running") == "1"
+    if not running:
+        handlers.append(f"{MTA} -c {CONFIG_DIRECTORY} start")
+    elif new_bundle:
+        handlers.append(f"{MTA} -c {CONFIG_DIRECTORY} stop && {MTA} -c {CONFIG_DIRECTORY} start")
+    elif {"main.cf", "master.cf"} & set(changed_files) or jail_actions:
+        handlers.append(f"{MTA} -c {CONFIG_DIRECTORY} reload")
+    changes += [Change("handler", h.replace(f"{MTA} -c {CONFIG_DIRECTORY} ", "mta ")) for h in handlers]
+    if check:
+        return
+    if accounts:
+        t.run(" && ".join(accounts))
+    if new_bundle:
+        bundle_mod.bundle_install(t, bundle)
+    bundle_mod.links_install(t, links)
+    if changed_files:
+        t.run(f"mkdir -p {CONFIG_DIRECTORY} && chmod 755 {CONFIG_DIRECTORY}")
+    for name in changed_files:
+        file_put(t, files[name].encode(), f"{CONFIG_DIRECTORY}/{name}", mode=0o644)
+    if jail_actions:
+        t.run(f"mkdir -p {QUEUE_DIRECTORY} && chown root:root {QUEUE_DIRECTORY} && chmod 755 {QUEUE_DIRECTORY}")
+        chroot.apply(t, jail_actions)
+    for handler in handlers:
+        done = t.run(handler, check=False, timeout=120)
+        if not done.ok:
+            raise HardenError(f"{t.host}: handler `{handler}` failed (exit {done.exit_code}): {done.tail()}")
+    _verify(t, s)
+
+
+def _verify(t: Transport, s: GatewaySettings) -> None:
+    """The MTA runs and smtpd answers 220 on the host's first listen address (port 25)."""
+    done = t.run(f"{MTA} -c {CONFIG_DIRECTORY} status", check=False)
+    if not done.ok:
+        raise HardenError(f"{t.host}: verify: the MTA is not running after provisioning: {done.tail()}")
+    address = next((a for a in s.inet_interfaces if a not in ("all", "loopback-only")), "127.0.0.1")
+    probe = ("/usr/bin/python3 -c 'import socket, sys, time\n"
+             "for i in range(50):\n"
+             "    try:\n"
+             f"        print(socket.create_connection((sys.argv[1], 25), 5).recv(200).decode()); break\n"
+             f"    except OSError: time.sleep(0.1)' {shlex.quote(address)}")
+    banner = t.run(probe, check=False).stdout.strip()
+    if not banner.startswith("220 "):
+        raise HardenError(f"{t.host}: verify: no SMTP banner on {address}:25 (got {banner[:80]!r})")
+
+
+def provision(inventory: Inventory, limit: str | None = None, *, check: bool = False, want_diff: bool = False,
+              forks: int = 10, on_done: Callable[[HostResult], None] | None = None,
+              connect: Callable[[Host], Transport] = transport_for) -> list[HostResult]:
+    """Provision the selected hosts, forks at a time; results in inventory order."""
+    hosts = inventory.select(limit)
+    built = bundle_mod.bundle_build()
+
+    def one(host: Host) -> HostResult:
+        result = provision_host(host, built, check=check, want_diff=want_diff, connect=connect)
+        if on_done is not None:
+            on_done(result)
+        return result
+
+    with ThreadPoolExecutor(max_workers=max(1, forks)) as pool:
+        return list(pool.map(one, hosts))
