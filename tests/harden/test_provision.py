@@ -1,0 +1,93 @@
+"""Tests for harden.provision on the lab: from nothing to delivering gateways, idempotence, --check, errors."""
+
+from __future__ import annotations
+
+import os
+import smtplib
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harden.inventory import inventory_load
+from harden.provision import provision
+from tests.conftest import LabFixture
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root")
+
+
+def test_from_nothing_then_nothing_to_do(fresh_lab: LabFixture) -> None:
+    lab = fresh_lab
+    inv = inventory_load(lab.dir / "inventory.yml")
+    first = provision(inv)
+    assert [r.status for r in first] == ["changed"] * 3, [r.error for r in first]
+    kinds = {c.kind for c in first[0].changes}
+    assert {"bundle", "link", "file", "jail", "handler"} <= kinds
+    second = provision(inv)
+    assert [(r.status, r.changes) for r in second] == [("ok", [])] * 3
+    # Mail to root at the gateway reaches the unprivileged account's Maildir through the jail.
+    gw1 = lab.hosts[0]
+    with smtplib.SMTP(gw1.address, 25, timeout=30) as smtp:
+        smtp.sendmail("admin@example.org", [f"root@{gw1.name}"], f"Subject: hello root {os.getpid()}\n\nbody\n")
+    deadline = time.monotonic() + 30
+    found = ""
+    while time.monotonic() < deadline and not found:
+        found = lab.ssh("gw1", "cat /home/mailadmin/Maildir/new/* 2>/dev/null", check=False).stdout
+        time.sleep(0.2)
+    assert f"Subject: hello root {os.getpid()}" in found and f"X-Original-To: root@{gw1.name}" in found
+    # The jail is root's, the services are chrooted as master.cf says, local is not.
+    owners = lab.ssh("gw2", "find /var/spool/postfix/etc /var/spool/postfix/lib /var/spool/postfix/usr "
+                            "-printf '%u:%g\\n' | sort -u").stdout.split()
+    assert owners == ["root:root"]
+    master_cf = lab.ssh("gw2", "grep -E '^(smtp|local) ' /etc/postfix/master.cf").stdout.split("\n")
+    assert master_cf[0].split()[4] == "y" and master_cf[1].split()[4] == "n"
+
+
+def test_check_reports_and_changes_nothing(fresh_lab: LabFixture, tmp_path: Path) -> None:
+    lab = fresh_lab
+    inv = inventory_load(lab.dir / "inventory.yml")
+    assert all(r.status == "changed" for r in provision(inv, "gw1*"))
+    before = lab.ssh("gw1", "sha256sum /etc/postfix/main.cf").stdout
+    text = (lab.dir / "inventory.yml").read_text().replace("    root_alias: mailadmin\n",
+                                                         "    root_alias: mailadmin\n    smtpd_recipient_limit: 17\n")
+    (tmp_path / "inventory.yml").write_text(text)
+    changed = inventory_load(tmp_path / "inventory.yml")
+    [result] = provision(changed, "gw1*", check=True, want_diff=True)
+    assert result.status == "changed"
+    assert [(c.kind, c.what) for c in result.changes] == [("file", "/etc/postfix/main.cf"), ("handler", "mta reload")]
+    assert "-smtpd_recipient_limit = 1000\n+smtpd_recipient_limit = 17\n" in result.changes[0].diff
+    assert lab.ssh("gw1", "sha256sum /etc/postfix/main.cf").stdout == before
+    [applied] = provision(changed, "gw1*")
+    assert applied.status == "changed" and "smtpd_recipient_limit = 17" in lab.ssh("gw1", "cat /etc/postfix/main.cf").stdout
+
+
+def test_unknown_host_key_is_refused(lab: LabFixture, tmp_path: Path) -> None:
+    (tmp_path / "known_hosts").write_text("")
+    data = yaml.safe_load((lab.dir / "inventory.yml").read_text())
+    settings = data["all"]["vars"]
+    for key in ("harden_ssh_config", "ansible_ssh_common_args"):
+        del settings[key]
+    settings["harden_known_hosts"] = str(tmp_path / "known_hosts")
+    (tmp_path / "inventory.yml").write_text(yaml.safe_dump(data))
+    [result] = provision(inventory_load(tmp_path / "inventory.yml"), "gw3*")
+    assert result.status == "unreachable"
+    assert "unknown host key" in result.error and "ssh-keyscan" in result.error
+
+
+def test_inventory_typo_fails_before_connecting(lab: LabFixture, tmp_path: Path) -> None:
+    text = (lab.dir / "inventory.yml").read_text().replace("    root_alias: mailadmin\n",
+                                                          "    root_alias: mailadmin\n    smtpd_recipent_limit: 5\n")
+    (tmp_path / "inventory.yml").write_text(text)
+    line = text.splitlines().index("    smtpd_recipent_limit: 5") + 1
+    results = provision(inventory_load(tmp_path / "inventory.yml"))
+    assert {r.status for r in results} == {"failed"}
+    assert (f"{tmp_path / 'inventory.yml'}:{line}: host gw1.lab.example: key 'smtpd_recipent_limit': unknown variable "
+            "(did you mean 'smtpd_recipient_limit'?)") in results[0].error
+
+
+def test_missing_root_alias_account_fails(fresh_lab: LabFixture, tmp_path: Path) -> None:
+    text = (fresh_lab.dir / "inventory.yml").read_text().replace("root_alias: mailadmin", "root_alias: nosuchuser")
+    (tmp_path / "inventory.yml").write_text(text)
+    [result] = provision(inventory_load(tmp_path / "inventory.yml"), "gw2*")
+    assert result.status == "failed" and "root_alias 'nosuchuser' is not an account on the host" in result.error
