@@ -35,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "reload": "mta.commands.reload",
     "status": "mta.commands.status",
     "flush": "mta.commands.flush",
+    "check": "mta.commands.check",
 }
 
 

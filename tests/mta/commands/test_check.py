@@ -1,0 +1,59 @@
+"""Tests for mta check: the postfix check warnings for ownership, modes and stale jail files."""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mta import queue
+from mta.cli import main
+from mta.commands.check import check_warnings
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="ownership checks need root")
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    spool = tmp_path / "spool"
+    (etc / "main.cf").write_text(f"queue_directory = {spool}\ndata_directory = {tmp_path / 'data'}\n")
+    (etc / "master.cf").write_text("pickup unix n - n 60 1 pickup\n")
+    spool.mkdir(mode=0o755)
+    postfix = pwd.getpwnam("postfix")
+    queue.queue_dirs_create(spool, postfix.pw_uid, grp.getgrnam("postdrop").gr_gid)
+    (spool / "etc").mkdir(mode=0o755)
+    shutil.copy("/etc/hosts", spool / "etc/hosts")
+    return etc
+
+
+def test_clean_configuration_has_no_warnings(config: Path) -> None:
+    assert check_warnings(config) == []
+
+
+def test_problems_are_reported(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spool = config.parent / "spool"
+    (spool / "etc/hosts").write_text("192.0.2.1 stale\n")
+    os.chown(spool / "etc", pwd.getpwnam("postfix").pw_uid, -1)
+    os.chmod(config / "main.cf", 0o666)
+    os.chown(spool / "incoming", 0, -1)
+    (spool / "corrupt" / "ABCDEF012345").write_text("x")
+    warnings = check_warnings(config)
+    assert f"not owned by root: {spool / 'etc'}" in warnings
+    assert f"{spool / 'etc/hosts'} and /etc/hosts differ" in warnings
+    assert f"group or other writable: {config / 'main.cf'}" in warnings
+    assert f"not owned by postfix: {spool / 'incoming'}" in warnings
+    assert "damaged message: corrupt/ABCDEF012345" in warnings
+    assert main(["-c", str(config), "check"]) == 0
+    assert "mta/check: warning: " in capsys.readouterr().err
+
+
+def test_a_configuration_that_does_not_load_is_fatal(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (config / "master.cf").write_text("pickup unix n - n 60\n")
+    assert main(["-c", str(config), "check"]) == 1
+    assert "fatal: " in capsys.readouterr().err
