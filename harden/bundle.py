@@ -24,7 +24,7 @@ import hashlib
 import io
 import shlex
 import tarfile
-from dataclasses import dataclass
+import threading
 from pathlib import Path
 
 import mta
@@ -47,12 +47,21 @@ sys.exit({function}())
 """
 
 
-@dataclass(frozen=True)
 class Bundle:
-    """A built bundle: its version and the tar.gz bytes."""
+    """The bundle: its version (computed at once) and the tar.gz bytes (built on first use, then kept)."""
 
-    version: str
-    data: bytes
+    def __init__(self, version: str, members: list[tuple[str, bytes, int]]) -> None:
+        self.version = version
+        self._members = members
+        self._data: bytes | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def data(self) -> bytes:
+        with self._lock:
+            if self._data is None:
+                self._data = _tar(self._members)
+            return self._data
 
 
 def _members() -> list[tuple[str, bytes, int]]:
@@ -69,7 +78,7 @@ def _members() -> list[tuple[str, bytes, int]]:
 
 
 def bundle_build() -> Bundle:
-    """Build the bundle from the mta package this harden runs with."""
+    """The bundle of the mta package this harden runs with (the archive itself is made when first needed)."""
     members = _members()
     digest = hashlib.sha256()
     for name, data, mode in members:
@@ -77,6 +86,10 @@ def bundle_build() -> Bundle:
         digest.update(data)
     version = f"{__version__}+{digest.hexdigest()[:12]}"
     members.append(("VERSION", f"{version}\n".encode(), 0o644))
+    return Bundle(version, members)
+
+
+def _tar(members: list[tuple[str, bytes, int]]) -> bytes:
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
         for name, data, mode in members:
@@ -85,13 +98,7 @@ def bundle_build() -> Bundle:
             info.uid = info.gid = 0
             info.uname = info.gname = "root"
             tar.addfile(info, io.BytesIO(data))
-    return Bundle(version, out.getvalue())
-
-
-def installed_version(transport: Transport, prefix: str = PREFIX) -> str:
-    """The version installed on the host ('' when none)."""
-    done = transport.run(f"cat {shlex.quote(prefix)}/current/VERSION 2>/dev/null || true")
-    return done.stdout.strip()
+    return out.getvalue()
 
 
 def bundle_install(transport: Transport, bundle: Bundle, prefix: str = PREFIX) -> None:
@@ -114,17 +121,18 @@ def bundle_install(transport: Transport, bundle: Bundle, prefix: str = PREFIX) -
         raise TransportError(f"{transport.host}: install the MTA bundle {bundle.version}: {done.tail()}")
 
 
-def links_plan(transport: Transport, prefix: str = PREFIX) -> list[str]:
-    """The command links (LINKS) missing on the host; TransportError when another MTA owns one."""
+def links_plan(host: str, have: dict[str, str], prefix: str = PREFIX) -> list[str]:
+    """The command links (LINKS) missing on a host; TransportError when another MTA owns one.
+
+    + have: each link path -> what is there now: its target, ``OTHER`` for a file, "" when absent.
+    """
     missing = []
     for path, name in LINKS.items():
-        want = f"{prefix}/current/bin/{name}"
-        have = transport.run(f"if [ -L {shlex.quote(path)} ]; then readlink {shlex.quote(path)}; "
-                             f"elif [ -e {shlex.quote(path)} ]; then echo OTHER; fi").stdout.strip()
-        if have == want:
+        found = have.get(path, "")
+        if found == f"{prefix}/current/bin/{name}":
             continue
-        if have and not have.startswith(prefix):
-            raise TransportError(f"{transport.host}: {path} belongs to another program ({have}); remove that MTA "
+        if found and not found.startswith(prefix):
+            raise TransportError(f"{host}: {path} belongs to another program ({found}); remove that MTA "
                                  "first, this one will not replace it")
         missing.append(path)
     return missing

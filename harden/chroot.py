@@ -103,7 +103,7 @@ class Action:
 
 
 def _find_lines(output: str) -> dict[str, Entry]:
-    """Parse ``TYPE MODE UID GID PATH\\tTARGET`` lines, then ``SHA  PATH`` lines after ``##sha``."""
+    """Parse ``TYPE MODE UID GID PATH<tab>TARGET`` lines, then ``SHA  PATH`` lines after ``##sha``."""
     entries: dict[str, Entry] = {}
     shas: dict[str, str] = {}
     in_sha = False
@@ -125,32 +125,38 @@ def _find_lines(output: str) -> dict[str, Entry]:
 
 
 def facts_read(transport: Transport, queue_dir: str) -> JailFacts:
-    """Read everything plan() needs from the host in three commands."""
+    """Read everything plan() needs from the host in one command (sections ##arch, ##sources, ##jail, ##passwd)."""
     q = shlex.quote
-    arch = transport.run("for d in /lib/*-linux-gnu /lib/*-linux-gnu*; do [ -d \"$d\" ] && echo \"$d\"; done "
-                         "| sort -u; [ -d /lib64 ] && echo LIB64 || true")
-    lines = arch.stdout.split()
-    multiarch = [d for d in lines if d != "LIB64"]
-    lib_dirs = [*multiarch, *(["/lib64"] if "LIB64" in lines else [])]
     names = " -o ".join(f"-name {q(p)}" for p in LIB_PATTERNS)
     etc = " ".join(q(f"/etc/{name}") for name in ETC_FILES)
-    fmt = "'%y %m %U %G %p\\t%l\\n'"
-    sources = transport.run(
-        f"for f in {etc}; do [ -e \"$f\" ] && stat -L -c '%F %a %u %g %n' \"$f\" | "
-        f"sed 's/^regular file/f/; s/^regular empty file/f/' | awk '{{print $1\" \"$2\" \"$3\" \"$4\" \"$5\"\\t\"}}'; "
-        f"done; "
-        + (f"find {' '.join(q(d) for d in lib_dirs)} -maxdepth 1 \\( {names} \\) \\( -type f -o -type l \\) "
-           f"-printf {fmt}; " if lib_dirs else "")
-        + f"echo '##sha'; for f in {etc}; do [ -e \"$f\" ] && sha256sum \"$f\"; done; "
-        + (f"find {' '.join(q(d) for d in lib_dirs)} -maxdepth 1 \\( {names} \\) -type f -exec sha256sum {{}} +; "
-           if lib_dirs else "")
-        + "true")
     tops = " ".join(q(posixpath.join(queue_dir, t)) for t in JAIL_TOPS)
-    jail = transport.run(
-        f"for t in {tops}; do [ -e \"$t\" ] || [ -L \"$t\" ] && find \"$t\" -printf {fmt}; done; echo '##sha'; "
-        f"for t in {tops}; do [ -d \"$t\" ] && find \"$t\" -type f -exec sha256sum {{}} +; done; true")
-    passwd = transport.run("cat /etc/passwd").stdout
-    return JailFacts(multiarch, "LIB64" in lines, _find_lines(sources.stdout), _find_lines(jail.stdout), passwd)
+    fmt = "'%y %m %U %G %p\\t%l\\n'"
+    script = (
+        "arch=$(for d in /lib/*-linux-gnu; do [ -d \"$d\" ] && echo \"$d\"; done | sort -u); "
+        "libs=$arch; [ -d /lib64 ] && libs=\"$libs /lib64\"; "
+        "echo '##arch'; echo \"$arch\"; [ -d /lib64 ] && echo LIB64; "
+        "echo '##sources'; "
+        f"for f in {etc}; do [ -e \"$f\" ] && stat -L -c 'f %a %u %g %n' \"$f\" | sed 's/$/\\t/'; done; "
+        f"[ -n \"$libs\" ] && find $libs -maxdepth 1 \\( {names} \\) \\( -type f -o -type l \\) -printf {fmt}; "
+        f"echo '##sha'; for f in {etc}; do [ -e \"$f\" ] && sha256sum \"$f\"; done; "
+        f"[ -n \"$libs\" ] && find $libs -maxdepth 1 \\( {names} \\) -type f -exec sha256sum {{}} +; "
+        f"echo '##jail'; for t in {tops}; do if [ -e \"$t\" ] || [ -L \"$t\" ]; then find \"$t\" -printf {fmt}; fi; "
+        f"done; echo '##sha'; for t in {tops}; do [ -d \"$t\" ] && find \"$t\" -type f -exec sha256sum {{}} +; done; "
+        "echo '##passwd'; cat /etc/passwd"
+    )
+    out = transport.run(script).stdout
+    sections: dict[str, list[str]] = {}
+    current = ""
+    for line in out.split("\n"):
+        if line in ("##arch", "##sources", "##jail", "##passwd"):
+            current = line[2:]
+            sections[current] = []
+        elif current:
+            sections[current].append(line)
+    arch = [line for line in sections.get("arch", []) if line]
+    multiarch = [d for d in arch if d != "LIB64"]
+    return JailFacts(multiarch, "LIB64" in arch, _find_lines("\n".join(sections.get("sources", []))),
+                     _find_lines("\n".join(sections.get("jail", []))), "\n".join(sections.get("passwd", [])))
 
 
 def passwd_sanitise(text: str) -> str:
