@@ -9,7 +9,8 @@ HANDLERS run only when something they depend on changed: ``mta newaliases``
 after aliases, ``mta postmap`` after access or transport, ``mta reload``
 after main.cf or master.cf, a restart after a new bundle (the master forks
 its daemons without exec, so new code needs a new master), ``mta start``
-when the MTA is not running.
+when the MTA is not running. Where systemd is PID 1 the MTA gets a unit
+(mailgate-mta.service) and starts, restarts and reloads go through systemctl.
 
 VERIFY. After applying, ``mta status`` must report a running master and the
 host's smtpd must answer with a 220 banner on its first inet_interfaces
@@ -34,13 +35,22 @@ from harden import bundle as bundle_mod
 from harden import chroot
 from harden.errors import HardenError, TransportError
 from harden.inventory import Host, Inventory
-from harden.render import CONFIG_DIRECTORY, QUEUE_DIRECTORY, files_check, gateway_files
+from harden.render import CONFIG_DIRECTORY, QUEUE_DIRECTORY, files_check, gateway_files, render
 from harden.settings import GatewaySettings, settings_from_host
 from harden.transport import Transport, transport_open
 from harden.transport.base import file_get, file_put
 
 MTA = f"{bundle_mod.PREFIX}/current/bin/mta"
-TABLE_HANDLERS = {"aliases": "newaliases", "access": "postmap", "transport": "postmap"}
+UNIT = "/etc/systemd/system/mailgate-mta.service"
+
+
+def service_commands(init: str) -> dict[str, str]:
+    """How to start, restart and reload the MTA: through systemd where it is PID 1, else with ``mta``."""
+    if init == "systemd":
+        return {"start": "systemctl enable --now mailgate-mta", "restart": "systemctl restart mailgate-mta",
+                "reload": "systemctl reload mailgate-mta"}
+    mta = f"{MTA} -c {CONFIG_DIRECTORY}"
+    return {"start": f"{mta} start", "restart": f"{mta} stop && {mta} start", "reload": f"{mta} reload"}
 
 
 @dataclass
@@ -115,7 +125,8 @@ def _facts(t: Transport, s: GatewaySettings) -> dict[str, str]:
         "&& echo running=1; "
         f"for f in {files}; do [ -f \"$f\" ] && echo \"file=$(basename $f) $(sha256sum < $f | cut -d' ' -f1) "
         "$(stat -c '%a %U %G' $f)\"; done; "
-        f"for f in aliases access transport; do [ -f {CONFIG_DIRECTORY}/$f.db ] && echo db=$f; done; true"
+        f"for f in aliases access transport; do [ -f {CONFIG_DIRECTORY}/$f.db ] && echo db=$f; done; "
+        f"echo init=$(cat /proc/1/comm); [ -f {UNIT} ] && echo \"unit=$(sha256sum < {UNIT} | cut -d' ' -f1)\"; true"
     )
     facts: dict[str, str] = {}
     for line in t.run(script).stdout.splitlines():
@@ -196,6 +207,16 @@ def _provision(t: Transport, s: GatewaySettings, files: dict[str, str], bundle: 
             changed_files.append(name)
             diff = _diff(name, file_get(t, f"{CONFIG_DIRECTORY}/{name}"), text) if want_diff else ""
             changes.append(Change("file", f"{CONFIG_DIRECTORY}/{name}", diff))
+    # The systemd unit, where systemd runs.
+    service = service_commands(facts.get("init", ""))
+    unit_text = ""
+    if facts.get("init") == "systemd":
+        unit_text = render("mailgate-mta.service.j2", {"s": s, "mta": MTA, "config_directory": CONFIG_DIRECTORY,
+                                                       "queue_directory": QUEUE_DIRECTORY})
+        if facts.get("unit") != hashlib.sha256(unit_text.encode()).hexdigest():
+            changes.append(Change("file", UNIT))
+        else:
+            unit_text = ""
     # The jail.
     jail_actions = chroot.plan(QUEUE_DIRECTORY, chroot.facts_read(t, QUEUE_DIRECTORY))
     changes += [Change("jail", a.describe()) for a in jail_actions]
@@ -207,12 +228,14 @@ def _provision(t: Transport, s: GatewaySettings, files: dict[str, str], bundle: 
         if table in files and (table in changed_files or f"db:{table}" not in facts):
             handlers.append(f"{MTA} -c {CONFIG_DIRECTORY} postmap hash:{CONFIG_DIRECTORY}/{table}")
     running = facts.get("running") == "1"
+    if unit_text:
+        handlers.append("systemctl daemon-reload")
     if not running:
-        handlers.append(f"{MTA} -c {CONFIG_DIRECTORY} start")
+        handlers.append(service["start"])
     elif new_bundle:
-        handlers.append(f"{MTA} -c {CONFIG_DIRECTORY} stop && {MTA} -c {CONFIG_DIRECTORY} start")
+        handlers.append(service["restart"])
     elif {"main.cf", "master.cf"} & set(changed_files) or jail_actions:
-        handlers.append(f"{MTA} -c {CONFIG_DIRECTORY} reload")
+        handlers.append(service["reload"])
     changes += [Change("handler", h.replace(f"{MTA} -c {CONFIG_DIRECTORY} ", "mta ")) for h in handlers]
     if check:
         return
@@ -225,6 +248,8 @@ def _provision(t: Transport, s: GatewaySettings, files: dict[str, str], bundle: 
         t.run(f"mkdir -p {CONFIG_DIRECTORY} && chmod 755 {CONFIG_DIRECTORY}")
     for name in changed_files:
         file_put(t, files[name].encode(), f"{CONFIG_DIRECTORY}/{name}", mode=0o644)
+    if unit_text:
+        file_put(t, unit_text.encode(), UNIT, mode=0o644)
     if jail_actions:
         t.run(f"mkdir -p {QUEUE_DIRECTORY} && chown root:root {QUEUE_DIRECTORY} && chmod 755 {QUEUE_DIRECTORY}")
         chroot.apply(t, jail_actions)

@@ -99,7 +99,10 @@ class Service:
         self.used = False
         self.wakeup_next: float | None = None
         if row.wakeup and not row.wakeup_conditional:
-            self.wakeup_next = now + row.wakeup
+            # Postfix's master_wakeup_init(): wake the service at once, then every
+            # `wakeup` seconds, so pickup and qmgr look at their queues right after
+            # a start or reload instead of a wakeup period later.
+            self.wakeup_next = now
 
     # -- state -------------------------------------------------------------
 

@@ -91,3 +91,42 @@ def test_missing_root_alias_account_fails(fresh_lab: LabFixture, tmp_path: Path)
     (tmp_path / "inventory.yml").write_text(text)
     [result] = provision(inventory_load(tmp_path / "inventory.yml"), "gw2*")
     assert result.status == "failed" and "root_alias 'nosuchuser' is not an account on the host" in result.error
+
+
+def test_service_commands_follow_the_init_system() -> None:
+    from harden.provision import MTA, service_commands
+
+    assert service_commands("systemd")["reload"] == "systemctl reload mailgate-mta"
+    assert service_commands("tini")["restart"] == f"{MTA} -c /etc/postfix stop && {MTA} -c /etc/postfix start"
+
+
+def test_the_systemd_unit_renders_and_names_the_pid_file() -> None:
+    from harden.provision import MTA
+    from harden.render import render
+
+    text = render("mailgate-mta.service.j2", {"s": type("S", (), {"name": "gw1"})(), "mta": MTA,
+                                              "config_directory": "/etc/postfix",
+                                              "queue_directory": "/var/spool/postfix"})
+    assert "PIDFile=/var/spool/postfix/pid/master.pid\n" in text
+    assert f"ExecStart={MTA} -c /etc/postfix start\n" in text and "Type=forking\n" in text
+
+
+def test_an_upgrade_keeps_queued_mail(fresh_lab: LabFixture) -> None:
+    """Mail queued while the old version was stopped is delivered by the new one after the upgrade."""
+    lab = fresh_lab
+    inv = inventory_load(lab.dir / "inventory.yml")
+    assert [r.status for r in provision(inv, "gw2*")] == ["changed"]
+    lab.ssh("gw2", "mta -c /etc/postfix stop && printf 'Subject: queued during upgrade\\n\\nbody\\n' | "
+                   "/usr/sbin/sendmail -f root root && ls /var/spool/postfix/maildrop | wc -l")
+    lab.ssh("gw2", "cd /opt/mailgate-mta && v=$(readlink current) && cp -a $v 0.0.9+old && "
+                   "echo 0.0.9+old > 0.0.9+old/VERSION && ln -sfn 0.0.9+old current")
+    [result] = provision(inv, "gw2*")
+    assert result.status == "changed", result.error
+    assert [c.kind for c in result.changes if c.kind in ("bundle", "handler")] == ["bundle", "handler"]
+    deadline = time.monotonic() + 30
+    found = ""
+    while time.monotonic() < deadline and "queued during upgrade" not in found:
+        found = lab.ssh("gw2", "cat /home/mailadmin/Maildir/new/* 2>/dev/null", check=False).stdout
+        time.sleep(0.2)
+    assert "Subject: queued during upgrade" in found
+    assert "0.0.9+old" in lab.ssh("gw2", "ls /opt/mailgate-mta").stdout  # the previous version is kept

@@ -174,7 +174,11 @@ def test_throttle_after_three_failures(tmp_path: Path) -> None:
 
 def test_wakeup_timer(tmp_path: Path) -> None:
     always = unit_service(tmp_path, "qmgr unix n - n 300 1 qmgr")
-    assert always.wakeup_next == 400.0 and always.wants_process(100.0)
+    assert always.wakeup_next == 100.0 and always.wants_process(100.0)  # woken at once, as Postfix does
+    sent: list[bool] = []
+    always.listener.wakeup = lambda: sent.append(True) or True  # type: ignore[method-assign]
+    always.wakeup_due(100.0)
+    assert sent == [True] and always.wakeup_next == 400.0
     conditional = unit_service(tmp_path, "flush unix n - n 1000? 0 qmgr")
     assert conditional.wakeup_next is None
     conditional.child_add(7)
