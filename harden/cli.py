@@ -32,7 +32,7 @@ def _provision(args: argparse.Namespace) -> int:
     hosts = inventory.select(args.limit)
     with ProvisionReport(len(hosts), check=args.check, diff=args.diff, as_json=args.json) as report:
         results = provision(inventory, args.limit, check=args.check, want_diff=args.diff, forks=args.forks,
-                            on_done=report.host_done)
+                            on_done=report.host_done, templates=Path(args.templates) if args.templates else None)
     report.finish(results)
     return 0 if all(r.status in ("ok", "changed") for r in results) else 2
 
@@ -157,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     prov.add_argument("--diff", action="store_true", help="show a unified diff of each configuration file")
     prov.add_argument("--forks", type=int, default=10, help="hosts provisioned at once (default 10)")
     prov.add_argument("--json", action="store_true", help="one JSON object per host on stdout, nothing else")
+    prov.add_argument("--templates", metavar="DIR",
+                      help="site templates replacing the built-in ones (copy harden/templates/ and edit)")
     prov.set_defaults(run=_provision)
     _lab_parser(sub)
     return parser

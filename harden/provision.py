@@ -29,13 +29,21 @@ import shlex
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 from harden import bundle as bundle_mod
 from harden import chroot
 from harden.errors import HardenError, TransportError
 from harden.inventory import Host, Inventory
-from harden.render import CONFIG_DIRECTORY, QUEUE_DIRECTORY, files_check, gateway_files, render
+from harden.render import (
+    CONFIG_DIRECTORY,
+    QUEUE_DIRECTORY,
+    files_check,
+    gateway_files,
+    render,
+    template_environment,
+)
 from harden.settings import GatewaySettings, settings_from_host
 from harden.transport import Transport, transport_open
 from harden.transport.base import file_get, file_put
@@ -140,13 +148,17 @@ def _facts(t: Transport, s: GatewaySettings) -> dict[str, str]:
 
 
 def provision_host(host: Host, bundle: bundle_mod.Bundle, *, check: bool = False, want_diff: bool = False,
-                   connect: Callable[[Host], Transport] = transport_for) -> HostResult:
-    """Provision one host; never raises (the result says what happened)."""
+                   connect: Callable[[Host], Transport] = transport_for,
+                   templates: Path | None = None) -> HostResult:
+    """Provision one host; never raises (the result says what happened).
+
+    + templates: a directory of site templates replacing harden/templates/ (same file names).
+    """
     start = time.monotonic()
     result = HostResult(host.name)
     try:
         s = settings_from_host(host)
-        files = gateway_files(s)
+        files = gateway_files(s, env=template_environment(templates) if templates else None)
         result.warnings = files_check(host.name, files)
     except HardenError as exc:
         result.status, result.error = "failed", str(exc)
@@ -279,13 +291,14 @@ def _verify(t: Transport, s: GatewaySettings) -> None:
 
 def provision(inventory: Inventory, limit: str | None = None, *, check: bool = False, want_diff: bool = False,
               forks: int = 10, on_done: Callable[[HostResult], None] | None = None,
-              connect: Callable[[Host], Transport] = transport_for) -> list[HostResult]:
+              connect: Callable[[Host], Transport] = transport_for,
+              templates: Path | None = None) -> list[HostResult]:
     """Provision the selected hosts, forks at a time; results in inventory order."""
     hosts = inventory.select(limit)
     built = bundle_mod.bundle_build()
 
     def one(host: Host) -> HostResult:
-        result = provision_host(host, built, check=check, want_diff=want_diff, connect=connect)
+        result = provision_host(host, built, check=check, want_diff=want_diff, connect=connect, templates=templates)
         if on_done is not None:
             on_done(result)
         return result

@@ -130,3 +130,31 @@ def test_an_upgrade_keeps_queued_mail(fresh_lab: LabFixture) -> None:
         time.sleep(0.2)
     assert "Subject: queued during upgrade" in found
     assert "0.0.9+old" in lab.ssh("gw2", "ls /opt/mailgate-mta").stdout  # the previous version is kept
+
+
+def test_template_change_under_check_and_template_typo(lab: LabFixture, tmp_path: Path) -> None:
+    import shutil
+
+    from harden.render import TEMPLATES
+
+    inv = inventory_load(lab.dir / "inventory.yml")
+    assert provision(inv, "gw3*")[0].status in ("ok", "changed")
+    before = lab.ssh("gw3", "sha256sum /etc/postfix/main.cf /etc/postfix/master.cf").stdout
+    site = tmp_path / "templates"
+    shutil.copytree(TEMPLATES, site)
+    text = (site / "main.cf.j2").read_text().replace("disable_vrfy_command = yes\n",
+                                                     "disable_vrfy_command = yes\nsmtpd_helo_restrictions = permit\n")
+    (site / "main.cf.j2").write_text(text)
+    [checked] = provision(inv, "gw3*", check=True, want_diff=True, templates=site)
+    assert checked.status == "changed"
+    assert [(c.kind, c.what) for c in checked.changes] == [("file", "/etc/postfix/main.cf"), ("handler", "mta reload")]
+    assert "+smtpd_helo_restrictions = permit\n" in checked.changes[0].diff
+    assert lab.ssh("gw3", "sha256sum /etc/postfix/main.cf /etc/postfix/master.cf").stdout == before
+    # A typo in a site template fails the host with the template's name and line; nothing is pushed.
+    lines = text.splitlines(keepends=True)
+    number = next(i for i, line in enumerate(lines, 1) if line.startswith("myorigin"))
+    lines[number - 1] = "myorigin = {{ s.myorgin }}\n"
+    (site / "main.cf.j2").write_text("".join(lines))
+    [failed] = provision(inv, "gw3*", templates=site)
+    assert failed.status == "failed" and f"templates/main.cf.j2:{number}: " in failed.error and "myorgin" in failed.error
+    assert lab.ssh("gw3", "sha256sum /etc/postfix/main.cf /etc/postfix/master.cf").stdout == before
