@@ -99,6 +99,7 @@ def transport_for(host: Host) -> Transport:
         user=v.get("ansible_user"), key_file=v.get("ansible_ssh_private_key_file"),
         known_hosts=[known] if isinstance(known, str) else list(known or []), ssh_config=ssh_config, jump=jump,
         become=v.get("ansible_become"),
+        sudo_password=v.get("ansible_become_password") or v.get("ansible_become_pass"),
     )
 
 
@@ -118,7 +119,7 @@ def _facts(t: Transport, s: GatewaySettings) -> dict[str, str]:
     """
     q = shlex.quote
     files = " ".join(q(f"{CONFIG_DIRECTORY}/{name}") for name in ("main.cf", "master.cf", "aliases", "access",
-                                                                   "transport"))
+                                                                   "transport", "mydests"))
     pidfile = q(f"{QUEUE_DIRECTORY}/pid/master.pid")
     links = " ".join(q(p) for p in bundle_mod.LINKS)
     script = (
@@ -246,7 +247,7 @@ def _provision(t: Transport, s: GatewaySettings, files: dict[str, str], bundle: 
         handlers.append(service["start"])
     elif new_bundle:
         handlers.append(service["restart"])
-    elif {"main.cf", "master.cf"} & set(changed_files) or jail_actions:
+    elif {"main.cf", "master.cf", "mydests"} & set(changed_files) or jail_actions:
         handlers.append(service["reload"])
     changes += [Change("handler", h.replace(f"{MTA} -c {CONFIG_DIRECTORY} ", "mta ")) for h in handlers]
     if check:

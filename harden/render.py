@@ -114,11 +114,13 @@ def gateway_files(s: GatewaySettings, config_directory: str = CONFIG_DIRECTORY,
     }
     if s.transport:
         files["transport"] = render("transport.j2", context, env)
+    if s.mydestination_file:
+        files["mydests"] = render("mydests.j2", context, env)
     return files
 
 
 _TEMPLATE_OF = {"main.cf": "main.cf.j2", "master.cf": "master.cf.j2", "aliases": "aliases.j2",
-                "access": "access.j2", "transport": "transport.j2"}
+                "access": "access.j2", "transport": "transport.j2", "mydests": "mydests.j2"}
 
 
 def files_check(host: str, files: dict[str, str], config_directory: str = CONFIG_DIRECTORY) -> list[str]:

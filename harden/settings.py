@@ -135,6 +135,7 @@ SCHEMA: dict[str, Callable[[Any], str | None]] = {
     "chroot_services": _chroot_map,
     "mail_owner": _localpart,
     "maillog_file": _path,
+    "mydestination_file": _bool,
 }
 
 
@@ -172,6 +173,13 @@ class GatewaySettings:
     chroot_services: dict[str, bool] = field(default_factory=dict)
     mail_owner: str = "postfix"
     maillog_file: str = "/var/log/mail.log"
+    mydestination_file: bool = False  # list mydestination in config_directory/mydests (seed 7.5.4)
+
+    def expanded(self, value: str) -> str:
+        """value with $myhostname and $mydomain (also ${...}) replaced: for files, where Postfix expands nothing."""
+        for name in ("myhostname", "mydomain"):
+            value = value.replace(f"${{{name}}}", getattr(self, name)).replace(f"${name}", getattr(self, name))
+        return value
 
     def service_chrooted(self, service: str) -> bool:
         """Whether master.cf runs service chrooted on this host."""

@@ -80,3 +80,13 @@ def test_rendered_output_that_does_not_parse_is_refused(tmp_path: Path) -> None:
     with pytest.raises(TemplateError, match=r"templates/master.cf.j2 rendered for mx1.dmz.example.com: "
                                             r"master.cf, line \d+: .*\[broken    unix  n  -\]"):
         files_check("mx1.dmz.example.com", gateway_files(example(), env=template_environment(tmp_path / "t")))
+
+
+def test_mydestination_in_a_file() -> None:
+    s = example("gw1.example.com")
+    s.mydestination_file = True
+    files = gateway_files(s)
+    assert "mydestination = /etc/postfix/mydests\n" in files["main.cf"]
+    assert [line for line in files["mydests"].splitlines() if not line.startswith("#")] == [
+        "gw1.example.com", "localhost.example.com", "localhost", "example.com"]
+    assert files_check(s.name, files) == []
