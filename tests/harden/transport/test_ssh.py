@@ -85,5 +85,17 @@ def test_sudo_for_a_non_root_login(lab: LabFixture) -> None:
         assert plain.run("id -un").stdout.strip() == "deploy"
         t.close()
         plain.close()
+        # sudo that asks for a password (sudo -S reads it from the command's stdin first).
+        lab.ssh("gw3", "echo 'deploy:s3cret-pw' | chpasswd && echo 'deploy ALL=(ALL) ALL' > /etc/sudoers.d/deploy")
+        asks = transport_open("ssh", host="gw3", address=gw3.address, user="deploy", sudo_password="s3cret-pw",
+                              key_file=str(lab.dir / "id_ed25519"), known_hosts=[str(lab.dir / "known_hosts")])
+        assert asks.run("id -un").stdout.strip() == "root"
+        assert asks.run("cat", stdin=b"data after the password").stdout == "data after the password"
+        asks.close()
+        wrong = transport_open("ssh", host="gw3", address=gw3.address, user="deploy", sudo_password="wrong",
+                               key_file=str(lab.dir / "id_ed25519"), known_hosts=[str(lab.dir / "known_hosts")])
+        with pytest.raises(TransportError, match="gw3: exit 1"):
+            wrong.run("id -un")
+        wrong.close()
     finally:
         lab.restart("gw3")
