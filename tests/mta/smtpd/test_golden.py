@@ -1,7 +1,9 @@
 """SMTP transcripts recorded from real Postfix 3.7.11, replayed against this server (golden/*.in, *.ref).
 
 Each ``CASE.in`` is what the client sends in one write after the greeting (a
-first line ``# source 127.0.0.2`` makes it connect from outside mynetworks);
+first line ``# source 127.0.0.2`` makes it connect from outside mynetworks),
+after optional ``# main.cf: name = value`` lines the case adds to the
+configuration; golden_record.py records the ``.ref`` from real Postfix.
 ``CASE.ref`` is everything Postfix's smtpd answered until it closed the
 connection, with queue IDs replaced by ``QUEUEID``. The recordings came from a
 Postfix 3.7.11 instance (Debian 12 build, run from the unpacked .deb as in
@@ -26,6 +28,18 @@ from tests.mta.smtpd.conftest import FakeCleanup, SmtpdServer
 
 GOLDEN = Path(__file__).parent / "golden"
 CASES = sorted(p.stem for p in GOLDEN.glob("*.in"))
+# What every recording adds to conftest.BASE_MAIN_CF (golden_record.py and the replay alike).
+GOLDEN_MAIN_CF = ("compatibility_level = 3.6\nsmtputf8_enable = no\n"
+                  "smtpd_relay_restrictions = permit_mynetworks, defer_unauth_destination\nalias_maps =\n")
+
+
+def case_split(raw: bytes) -> tuple[str, bytes]:
+    """A case's own main.cf lines (``# main.cf: name = value`` at its top) and the bytes to send."""
+    config = []
+    while raw.startswith(b"# main.cf: "):
+        line, _, raw = raw.partition(b"\n")
+        config.append(line[len(b"# main.cf: "):].decode() + "\n")
+    return "".join(config), raw
 # Postfix's default /^[^A-Z]/ trips over a bug in mta.maps.pattern (see test_match_list.py).
 FORBIDDEN = "smtpd_forbidden_commands = CONNECT GET POST regexp:{{/^[^A-Za-z]/ Bogus}}\n"
 
@@ -53,7 +67,7 @@ def test_there_are_cases() -> None:
 @pytest.mark.parametrize("case", CASES)
 def test_transcript_matches_postfix(start_server: Callable[..., SmtpdServer], cleanup: FakeCleanup,
                                    case: str) -> None:
-    server = start_server(FORBIDDEN)
+    config, data = case_split((GOLDEN / f"{case}.in").read_bytes())
+    server = start_server(FORBIDDEN + config)
     expected = (GOLDEN / f"{case}.ref").read_bytes()
-    assert transcript(server.port, (GOLDEN / f"{case}.in").read_bytes()).decode(errors="replace") == \
-        expected.decode(errors="replace")
+    assert transcript(server.port, data).decode(errors="replace") == expected.decode(errors="replace")
