@@ -51,6 +51,7 @@ import socket
 from typing import TYPE_CHECKING
 
 from mta.smtpd.policy import RecipientPolicy
+from mta.smtpd.restrictions import Restrictions
 from mta.smtpd.server import SmtpSession
 from mta.smtpd.settings import SmtpdSettings
 
@@ -67,7 +68,9 @@ def pre_init(ctx: "DaemonContext") -> None:
     the service); a table that cannot be opened is only a warning (see policy).
     """
     ctx.state["settings"] = SmtpdSettings.from_config(ctx.cfg)
-    ctx.state["policy"] = RecipientPolicy.from_config(ctx.cfg)
+    policy = RecipientPolicy.from_config(ctx.cfg)
+    ctx.state["policy"] = policy
+    ctx.state["restrictions"] = Restrictions(ctx.cfg, policy)
 
 
 def post_init(ctx: "DaemonContext") -> None:
@@ -77,7 +80,8 @@ def post_init(ctx: "DaemonContext") -> None:
 def service(conn: socket.socket, ctx: "DaemonContext") -> None:
     """Serve one SMTP session on an accepted connection, then close it."""
     try:
-        SmtpSession(conn, ctx.state["settings"], ctx.state["policy"], ctx.queue_dir).run()
+        SmtpSession(conn, ctx.state["settings"], ctx.state["policy"], ctx.queue_dir,
+                    restrictions=ctx.state["restrictions"]).run()
     finally:
         try:
             conn.close()

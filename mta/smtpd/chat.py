@@ -139,23 +139,37 @@ def client_identify(conn: socket.socket, lookup: bool) -> tuple[str, str, str]:
     IPv4-mapped IPv6 addresses are shown as IPv4, as Postfix does. With lookup,
     the PTR name must resolve back to the address (forward-confirmed), else ``unknown``.
     """
+    name, _reverse, address, port = client_names(conn, lookup)
+    return name, address, port
+
+
+def client_names(conn: socket.socket, lookup: bool) -> tuple[str, str, str, str]:
+    """(name, reverse name, address, port): reverse is the PTR name as found, name only when confirmed.
+
+    Both are ``unknown`` without a PTR record (or with lookup off), as Postfix's
+    client_name and reverse_client_name; reject_unknown_client_hostname judges
+    the first, reject_unknown_reverse_client_hostname the second.
+    """
     try:
         peer = conn.getpeername()
     except OSError:
-        return "unknown", "unknown", "unknown"
+        return "unknown", "unknown", "unknown", "unknown"
     if not isinstance(peer, tuple):
-        return "localhost", "127.0.0.1", "unknown"
+        return "localhost", "localhost", "127.0.0.1", "unknown"
     address, port = str(peer[0]).split("%", 1)[0], str(peer[1])
     if address.lower().startswith("::ffff:") and "." in address:
         address = address[7:]
     if not lookup:
-        return "unknown", address, port
+        return "unknown", "unknown", address, port
     try:
-        name = socket.gethostbyaddr(address)[0]
-        confirmed = {info[4][0] for info in socket.getaddrinfo(name, None)}
+        reverse = socket.gethostbyaddr(address)[0]
     except OSError:
-        return "unknown", address, port
-    return (name if address in confirmed else "unknown"), address, port
+        return "unknown", "unknown", address, port
+    try:
+        confirmed = {info[4][0] for info in socket.getaddrinfo(reverse, None)}
+    except OSError:
+        return "unknown", reverse, address, port
+    return (reverse if address in confirmed else "unknown"), reverse, address, port
 
 
 def reply_multiline(code: int, lines: list[str]) -> str:

@@ -217,28 +217,53 @@ class RecipientPolicy:
                 return None
         return Resolved(local, domain, routed, final)
 
+    def auth_destination(self, recipient: str) -> bool | None:
+        """permit_auth_destination's question: is recipient a destination this host takes from anyone?
+
+        True for a final domain or one matching relay_domains, when the address
+        has no sender-specified routing; None when a table lookup failed.
+        """
+        if recipient.lower() == "postmaster":
+            return True
+        resolved = self.resolve(recipient)
+        if resolved is None:
+            return None
+        if resolved.routed:
+            return False
+        if resolved.final:
+            return True
+        relayed = self.relay_domains.match(resolved.domain)
+        return None if self.relay_domains.error else relayed
+
+    def check_unlisted(self, recipient: str) -> str | None:
+        """reject_unlisted_recipient: the reply for an unknown user in a final domain, else None."""
+        if recipient.lower() == "postmaster":
+            return None
+        resolved = self.resolve(recipient)
+        if resolved is None:
+            return self._retry(recipient)
+        if resolved.final and not resolved.routed and self.local_maps:
+            return self._check_local(recipient, resolved)
+        return None
+
     def check_rcpt(self, recipient: str, trusted: bool | None) -> str | None:
-        """The reject reply for a recipient, or None to accept it.
+        """Postfix's default recipient checks: ``permit_mynetworks, defer_unauth_destination``, then
+        reject_unlisted_recipient. The reject reply, or None to accept.
 
         + recipient: the address from RCPT TO, internal form, without ``<>``.
         + trusted: client_trusted() for this session.
         """
         if recipient.lower() == "postmaster":
             return None
-        resolved = self.resolve(recipient)
-        if resolved is None or trusted is None:
+        if trusted is None:
             return self._retry(recipient)
         if not trusted:
-            authorized = not resolved.routed and resolved.final
-            if not resolved.routed and not resolved.final:
-                authorized = self.relay_domains.match(resolved.domain)
-                if self.relay_domains.error:
-                    return self._retry(recipient)
+            authorized = self.auth_destination(recipient)
+            if authorized is None:
+                return self._retry(recipient)
             if not authorized:
                 return f"454 4.7.1 <{recipient}>: Relay access denied"
-        if resolved.final and not resolved.routed and self.local_maps:
-            return self._check_local(recipient, resolved)
-        return None
+        return self.check_unlisted(recipient)
 
     def _retry(self, recipient: str) -> str:
         return f"451 4.3.0 <{recipient}>: Temporary lookup failure"

@@ -31,6 +31,7 @@ from mta import log
 from mta.smtpd.chat import printable, reply_multiline
 from mta.smtpd.data import TOO_BIG, MessageReader, message_submit
 from mta.smtpd.policy import queue_space_ok
+from mta.smtpd.restrictions import HELO, SENDER
 from mta.smtpd.token import SmtpToken, extract_addr
 from mta.smtpd.unoffered import UnofferedCommands
 
@@ -54,12 +55,25 @@ class SmtpSession(UnofferedCommands):
         """HELO: greeting without extensions (RFC 5321 4.1.1.1); resets any transaction."""
         if not self._hello(words, "HELO"):
             return False
+        if not self._helo_allowed():
+            return False
         self.reply(f"250 {self.settings.myhostname}")
         return True
+
+    def _helo_allowed(self) -> bool:
+        """smtpd_delay_reject = no: run the HELO list now; a reject forgets the name."""
+        error = self.check_early(HELO)
+        if error is None:
+            return True
+        self.reject(error)
+        self.helo = None
+        return False
 
     def smtp_EHLO(self, words: Sequence[SmtpToken]) -> bool:
         """EHLO: greeting and the extensions this server implements."""
         if not self._hello(words, "EHLO"):
+            return False
+        if not self._helo_allowed():
             return False
         self.protocol = "ESMTP"
         limit = self.settings.message_size_limit
@@ -109,6 +123,11 @@ class SmtpSession(UnofferedCommands):
             self.reject("452 4.3.1 Insufficient system storage")
             self.sender = None
             return False
+        error = self.check_early(SENDER)
+        if error is not None:
+            self.reject(error)
+            self.sender = None
+            return False
         self.encoding = encoding
         self.reply("250 2.1.0 Ok")
         return True
@@ -140,7 +159,7 @@ class SmtpSession(UnofferedCommands):
             self.overshoot += 1
             return self.overshoot <= self.settings.recipient_overshoot_limit
         saved, self.recipient = self.recipient, recipient
-        error = self.policy.check_rcpt(recipient, self.trusted)
+        error = self.check_rcpt(recipient)
         if error is not None:
             self.reject(error)
             self.recipient = saved
@@ -219,7 +238,7 @@ class SmtpSession(UnofferedCommands):
             self.reply("501 5.1.3 Bad recipient address syntax")
             return False
         saved, self.recipient = self.recipient, recipient
-        error = self.policy.check_rcpt(recipient, self.trusted)
+        error = self.check_rcpt(recipient)
         if error is not None:
             self.reject(error)
         self.recipient = saved

@@ -30,7 +30,7 @@ from mta.smtpd.chat import (
     SessionLost,
     SessionTimeout,
     SmtpStream,
-    client_identify,
+    client_names,
     command_stats,
     escape,
     namaddr,
@@ -40,6 +40,7 @@ from mta.smtpd.chat import (
 )
 from mta.smtpd.data import MessageReader
 from mta.smtpd.policy import RecipientPolicy
+from mta.smtpd.restrictions import CLIENT, CheckState, Restrictions
 from mta.smtpd.settings import SmtpdSettings
 from mta.smtpd.token import smtpd_token
 
@@ -65,13 +66,16 @@ class SessionLoop:
     """
 
     def __init__(self, conn: socket.socket, settings: SmtpdSettings, policy: RecipientPolicy,
-                 queue_dir: Path, submit: Submit = cleanup_submit) -> None:
+                 queue_dir: Path, submit: Submit = cleanup_submit,
+                 restrictions: Restrictions | None = None) -> None:
         self.settings = settings
         self.policy = policy
+        self.restrictions = restrictions
+        self.denied: str | None = None  # smtpd_delay_reject = no and the client list rejected
         self.queue_dir = queue_dir
         self.submit = submit
         self.stream = SmtpStream(conn, settings.timeout)
-        self.name, self.address, self.port = client_identify(conn, settings.peername_lookup)
+        self.name, self.reverse_name, self.address, self.port = client_names(conn, settings.peername_lookup)
         self.namaddr = namaddr(self.name, self.address, self.port, settings.client_port_logging)
         self.trusted: bool | None = None
         self.helo: str | None = None
@@ -93,7 +97,12 @@ class SessionLoop:
         log.msg_info(f"connect from {self.namaddr}")
         self.trusted = self.policy.client_trusted(self.address, self.name)
         try:
-            self.reply(f"220 {self.settings.banner}")
+            early = self.check_early(CLIENT)
+            if early is not None:
+                self.denied = f"503 5.7.0 Error: access denied for {self.name}[{self.address}]"
+                self.reject(early)
+            else:
+                self.reply(f"220 {self.settings.banner}")
             self._loop()
             self.stream.flush()
         except SessionTimeout:
@@ -132,6 +141,11 @@ class SessionLoop:
                 self.errors += 1
                 continue
             verb = words[0].text.lower()
+            if self.denied is not None and verb != "quit":
+                self.counts[verb if verb in self.counts else "unknown"][1] += 1
+                self.reply(self.denied)
+                self.errors += 1
+                continue
             handler = getattr(self, f"smtp_{verb.upper()}", None) if verb in self.counts else None
             if handler is None:
                 self.counts["unknown"][1] += 1
@@ -212,6 +226,28 @@ class SessionLoop:
                      f"{whatsup(self.sender, self.recipient, self.protocol, self.helo)}")
         self.reply(text)
         return False
+
+    def check_state(self, recipient: str | None = None) -> CheckState:
+        """What the restriction lists judge right now."""
+        return CheckState(self.name, self.address, self.helo, self.sender, recipient, self.trusted,
+                          self.ill_pipelining, self.reverse_name)
+
+    def check_early(self, stage: str) -> str | None:
+        """With smtpd_delay_reject = no, run one early list (client, helo, sender) at its own command."""
+        if self.restrictions is None or self.restrictions.settings.delay_reject:
+            return None
+        return self.restrictions.check([stage], self.check_state())
+
+    def check_rcpt(self, recipient: str) -> str | None:
+        """Every list RCPT runs, then the unknown-user check; the reject reply or None."""
+        if recipient.lower() == "postmaster":
+            return None  # RFC 5321 section 4.5.1: always accepted, whatever the restrictions say
+        if self.restrictions is None:
+            return self.policy.check_rcpt(recipient, self.trusted)
+        error = self.restrictions.check(self.restrictions.rcpt_stages(), self.check_state(recipient))
+        if error is None and self.settings.reject_unlisted_recipient:
+            error = self.policy.check_unlisted(recipient)
+        return error
 
     def mail_reset(self) -> None:
         """Forget the current transaction (RSET, HELO, EHLO, end of DATA)."""

@@ -36,6 +36,7 @@ class SmtpdSettings:
     forbid_unauth_pipelining: bool
     smtputf8_enable: bool
     forbidden_commands: StringList
+    reject_unlisted_recipient: bool = True
 
     @classmethod
     def from_config(cls, cfg: "MainConfig") -> "SmtpdSettings":
@@ -62,6 +63,7 @@ class SmtpdSettings:
             forbid_unauth_pipelining=cfg.get_bool("smtpd_forbid_unauth_pipelining"),
             smtputf8_enable=cfg.get_bool("smtputf8_enable"),
             forbidden_commands=string_list(cfg, "smtpd_forbidden_commands"),
+            reject_unlisted_recipient=cfg.get_bool("smtpd_reject_unlisted_recipient"),
         )
 
 

@@ -28,6 +28,7 @@ HOSTNAME = "mx.example.test"
 
 # The settings every test starts from; tests add or override lines.
 BASE_MAIN_CF = f"""\
+compatibility_level = 3.6
 myhostname = {HOSTNAME}
 mydestination = $myhostname, localhost, example.test
 mynetworks = 127.0.0.1/32

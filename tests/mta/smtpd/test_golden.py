@@ -68,6 +68,6 @@ def test_there_are_cases() -> None:
 def test_transcript_matches_postfix(start_server: Callable[..., SmtpdServer], cleanup: FakeCleanup,
                                    case: str) -> None:
     config, data = case_split((GOLDEN / f"{case}.in").read_bytes())
-    server = start_server(FORBIDDEN + config)
+    server = start_server(FORBIDDEN + GOLDEN_MAIN_CF + config)
     expected = (GOLDEN / f"{case}.ref").read_bytes()
     assert transcript(server.port, data).decode(errors="replace") == expected.decode(errors="replace")
