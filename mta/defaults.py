@@ -860,3 +860,13 @@ DEFAULTS: dict[str, str] = {
     'virtual_transport': 'virtual',
     'virtual_uid_maps': '',
 }
+
+
+# Where this MTA's default is deliberately safer than Postfix 3.7.11's: Postfix 3.9's
+# default, so that SMTP smuggling (CVE-2023-51764) can never split one message in two
+# (issue 6). `mta postconf -d` shows these; the differential test expects them.
+HARDENED: dict[str, str] = {
+    "smtpd_forbid_bare_newline": "normalize",
+}
+POSTFIX_DEFAULTS: dict[str, str] = {name: DEFAULTS[name] for name in HARDENED}
+DEFAULTS.update(HARDENED)

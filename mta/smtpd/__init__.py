@@ -67,8 +67,8 @@ def pre_init(ctx: "DaemonContext") -> None:
     Raises ConfigError for a bad parameter (the master logs it and throttles
     the service); a table that cannot be opened is only a warning (see policy).
     """
+    policy = RecipientPolicy.from_config(ctx.cfg)  # first: a bad mynetworks is reported as such
     ctx.state["settings"] = SmtpdSettings.from_config(ctx.cfg)
-    policy = RecipientPolicy.from_config(ctx.cfg)
     ctx.state["policy"] = policy
     ctx.state["restrictions"] = Restrictions(ctx.cfg, policy)
 

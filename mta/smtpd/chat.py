@@ -2,8 +2,9 @@
 
 READING. Input is read in large blocks and split into lines here, so a client
 may pipeline many commands in one packet. A line ends at LF; a CR before
-the LF is dropped, so CRLF and bare LF both end a line (smtpd_forbid_bare_newline
-= no, the Postfix 3.7 default). A line longer than the limit comes back in
+the LF is dropped, so CRLF and bare LF both end a line, and ``bare_lf`` says
+which it was (smtpd_forbid_bare_newline decides what a bare LF may do; see
+mta.smtpd.data). A line longer than the limit comes back in
 pieces of at most ``limit`` bytes (DATA content, as Postfix's records), or is
 cut at the limit with the rest thrown away (commands, so that a long line
 cannot desynchronise the session).
@@ -50,6 +51,7 @@ class SmtpStream:
         self._pos = 0
         self._out: list[bytes] = []
         self.bytes_in = 0
+        self.bare_lf = False  # the last complete line ended in LF without CR
 
     # -- input ------------------------------------------------------------
 
@@ -82,9 +84,11 @@ class SmtpStream:
             buf, pos = self._buf, self._pos
             end = buf.find(b"\n", pos, pos + limit + 2)
             if end >= 0:
-                stop = end - 1 if end > pos and buf[end - 1] == 13 else end  # drop a CR before LF
+                crlf = end > pos and buf[end - 1] == 13
+                stop = end - 1 if crlf else end  # drop a CR before LF
                 if stop - pos <= limit:
                     self._pos = end + 1
+                    self.bare_lf = not crlf
                     return buf[pos:stop], True
             if end >= 0 or len(buf) - pos >= limit + 2:
                 self._pos = pos + limit

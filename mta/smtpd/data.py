@@ -13,6 +13,16 @@ into the reply: ``250 2.0.0 Ok: queued as ID`` only once cleanup has the
 file safely in incoming/; cleanup's own refusal otherwise; ``451 4.3.0 Error:
 queue file write error`` when cleanup cannot be reached.
 
+END OF DATA AND SMUGGLING (smtpd_forbid_bare_newline, CVE-2023-51764). With
+``normalize`` (this MTA's default, Postfix 3.9's) and ``reject`` the message
+ends only at CRLF.CRLF: a dot line ended by a bare LF, or one after a line
+that ended in a bare LF, is content, so ``\n.\n`` inside a message can never
+end it and let the rest be read as a second message. ``normalize`` keeps such
+lines (a bare LF counts as CRLF); ``reject`` reads on to the real end and
+refuses the message (``550 5.5.2 HOST Error: bare <LF> received``). Clients in
+smtpd_forbid_bare_newline_exclusions ($mynetworks) keep the old rule, where
+any LF.LF ends the data, as in Postfix.
+
 SIZE. Each line costs its length plus 2 (its CRLF), as in Postfix; once
 message_size_limit is passed the rest is read and thrown away, and the
 caller answers ``552 5.3.4 Error: message file too big``.
@@ -41,19 +51,24 @@ class MessageReader:
       session logs it when the client goes away in the middle.
     """
 
-    def __init__(self, stream: SmtpStream, line_limit: int, size_limit: int) -> None:
+    def __init__(self, stream: SmtpStream, line_limit: int, size_limit: int, strict_end: bool = True) -> None:
         self.stream = stream
         self.line_limit = line_limit
         self.size_limit = size_limit
+        self.strict_end = strict_end
         self.size = 0
+        self.bare_lf = False  # a line of this message ended in a bare LF
 
     def read(self) -> bytes | None:
         """The content up to the final dot; None when it exceeds the size limit."""
-        read_line, line_limit = self.stream.read_line, self.line_limit
+        read_line, line_limit, stream = self.stream.read_line, self.line_limit, self.stream
         parts: list[bytes] = []
         first, at_start, too_big = True, True, False
+        proper = True  # the previous line ended in CRLF (the DATA command's line counts as one)
         while True:
             line, complete = read_line(line_limit)
+            bare = complete and stream.bare_lf
+            self.bare_lf = self.bare_lf or bare
             if first:
                 if line.lstrip(b">").startswith(b"From "):
                     header = [b"X-Mailbox-Line: ", line]
@@ -67,9 +82,11 @@ class MessageReader:
                     parts.append(b"\n")
             if at_start and line[:1] == b".":
                 line = line[1:]
-                if not line and complete:
+                if not line and complete and (not self.strict_end or (proper and not bare)):
                     break
             at_start = complete
+            if complete:
+                proper = not bare
             if too_big:
                 continue
             cost = len(line) + 2

@@ -183,13 +183,16 @@ class SmtpSession(UnofferedCommands):
         self.reply("354 End data with <CR><LF>.<CR><LF>")
         self.where = "DATA content"
         self.reader = MessageReader(self.stream, self.settings.line_length_limit,
-                                    self.settings.message_size_limit)
+                                    self.settings.message_size_limit, strict_end=not self.bare_exempt)
         content = self.reader.read()
         self.where = "END-OF-MESSAGE"
         try:
             if content is None:
                 log.msg_warn("NOQUEUE: queue file size limit exceeded")
                 self.reply(TOO_BIG)
+                return False
+            if self.reader.bare_lf and self.settings.bare_newline == "reject" and not self.bare_exempt:
+                self.reject(self.bare_lf_reply())
                 return False
             return self._submit(content)
         finally:

@@ -88,6 +88,8 @@ class SessionLoop:
         self.counts: dict[str, list[int]] = {name: [0, 0] for name in COMMANDS}
         self.reader: MessageReader | None = None
         self.ill_pipelining = False
+        exclusions = settings.bare_newline_exclusions
+        self.bare_exempt = bool(exclusions is not None and exclusions.match(self.address, self.name))
         self.mail_reset()
 
     # -- session --------------------------------------------------------------
@@ -124,6 +126,10 @@ class SessionLoop:
                 self.reply(f"421 4.7.0 {settings.myhostname} Error: too many errors")
                 break
             raw, complete = self.stream.read_command(settings.line_length_limit)
+            if self.stream.bare_lf and settings.bare_newline == "reject" and not self.bare_exempt:
+                self.reject(self.bare_lf_reply())
+                self.reason = "bare <LF>"
+                break
             if not complete:
                 log.msg_warn(f"{self.namaddr}: request longer than {settings.line_length_limit}: "
                              f"{printable(raw[:30].decode('utf-8', 'replace'))}...")
@@ -226,6 +232,11 @@ class SessionLoop:
                      f"{whatsup(self.sender, self.recipient, self.protocol, self.helo)}")
         self.reply(text)
         return False
+
+    def bare_lf_reply(self) -> str:
+        """smtpd_forbid_bare_newline = reject's answer to a command or message with a bare LF."""
+        code = self.settings.bare_newline_reject_code
+        return f"{code} {str(code)[0]}.5.2 {self.settings.myhostname} Error: bare <LF> received"
 
     def check_state(self, recipient: str | None = None) -> CheckState:
         """What the restriction lists judge right now."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mta.match_list import StringList, string_list
+from mta import log
+from mta.errors import ConfigError
+from mta.match_list import NetworkList, StringList, network_list, string_list
 
 if TYPE_CHECKING:
     from mta.config import MainConfig
@@ -37,6 +39,9 @@ class SmtpdSettings:
     smtputf8_enable: bool
     forbidden_commands: StringList
     reject_unlisted_recipient: bool = True
+    bare_newline: str = "normalize"
+    bare_newline_exclusions: NetworkList | None = None
+    bare_newline_reject_code: int = 550
 
     @classmethod
     def from_config(cls, cfg: "MainConfig") -> "SmtpdSettings":
@@ -64,6 +69,28 @@ class SmtpdSettings:
             smtputf8_enable=cfg.get_bool("smtputf8_enable"),
             forbidden_commands=string_list(cfg, "smtpd_forbidden_commands"),
             reject_unlisted_recipient=cfg.get_bool("smtpd_reject_unlisted_recipient"),
+            bare_newline=_bare_newline(cfg),
+            bare_newline_exclusions=network_list(cfg, "smtpd_forbid_bare_newline_exclusions"),
+            bare_newline_reject_code=cfg.get_int("smtpd_forbid_bare_newline_reject_code", 400, 599),
         )
+
+
+def _bare_newline(cfg: "MainConfig") -> str:
+    """smtpd_forbid_bare_newline: normalize or reject; ``no`` is refused for SMTP smuggling's sake.
+
+    Postfix 3.7 accepts ``no`` (any LF.LF ends the data, CVE-2023-51764). This
+    MTA never does that for untrusted clients: ``no`` and the boolean spellings
+    of it mean normalize, with a warning; yes means reject, as in Postfix.
+    """
+    value = cfg.get("smtpd_forbid_bare_newline").strip().lower()
+    if value in ("normalize", "reject"):
+        return value
+    if value in ("yes", "true", "1"):
+        return "reject"
+    if value in ("no", "false", "0", ""):
+        log.msg_warn("smtpd_forbid_bare_newline = no would let SMTP smuggling (CVE-2023-51764) split one message "
+                     "in two; using normalize (trusted clients: smtpd_forbid_bare_newline_exclusions)")
+        return "normalize"
+    raise ConfigError(f'invalid smtpd_forbid_bare_newline value: "{value}" (normalize or reject)', cfg.path)
 
 

@@ -11,11 +11,11 @@ from mta.smtpd.chat import SessionLost, SmtpStream
 from mta.smtpd.data import MessageReader, cleanup_reply
 
 
-def receive(raw: bytes, line_limit: int = 2048, size_limit: int = 0) -> bytes | None:
+def receive(raw: bytes, line_limit: int = 2048, size_limit: int = 0, strict_end: bool = True) -> bytes | None:
     server, peer = socket.socketpair()
     try:
         peer.sendall(raw)
-        return MessageReader(SmtpStream(server, timeout=5), line_limit, size_limit).read()
+        return MessageReader(SmtpStream(server, timeout=5), line_limit, size_limit, strict_end).read()
     finally:
         server.close()
         peer.close()
@@ -25,7 +25,8 @@ def receive(raw: bytes, line_limit: int = 2048, size_limit: int = 0) -> bytes | 
     (b"a\r\nb\r\n.\r\n", b"a\nb\n"),
     (b".\r\n", b""),
     (b"..\r\n.\r\n", b".\n"),
-    (b"a\nb\n.\n", b"a\nb\n"),                                  # bare LF
+    (b"a\nb\n.\r\n.\r\n", b"a\nb\n\n"),   # after a bare LF the dot line is content (unstuffed)
+    (b"a\r\n.\nb\r\n.\r\n", b"a\n\nb\n"),  # a dot line ended by a bare LF is content
     (b"x\r\n.\r\ny\r\n", b"x\n"),                               # stops at the end marker
     (b"a\rb\r\n.\r\n", b"a\rb\n"),                              # a bare CR stays
     (b"From sender Mon Jan 1\r\nSubject: x\r\n\r\nb\r\n.\r\n",
@@ -37,6 +38,11 @@ def receive(raw: bytes, line_limit: int = 2048, size_limit: int = 0) -> bytes | 
 ])
 def test_content(raw: bytes, expected: bytes) -> None:
     assert receive(raw) == expected
+
+
+def test_trusted_clients_keep_the_old_end_of_data() -> None:
+    """smtpd_forbid_bare_newline_exclusions: any LF.LF ends the data, as with Postfix's "no"."""
+    assert receive(b"a\nb\n.\nMAIL FROM:<x@y>\r\n", strict_end=False) == b"a\nb\n"
 
 
 def test_long_lines_are_not_split_in_the_result() -> None:

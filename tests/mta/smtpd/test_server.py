@@ -329,3 +329,29 @@ def test_vrfy(server: SmtpdServer, caplog: pytest.LogCaptureFixture) -> None:
     assert any(m.startswith("NOQUEUE: reject: VRFY from unknown[127.0.0.2]: 550 5.1.1") for m in caplog.messages)
 
 
+
+
+SMUGGLED = (b"MAIL FROM:<evil@remote.example>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n"
+            b"Subject: smuggled\r\n\r\nsecond\r\n")
+
+
+@pytest.mark.parametrize("end", [b"\n.\n", b"\r.\r", b"\r\n.\n", b"\n.\r\n", b"\r.\r\n", b"\r\n.\r", b"\n..\n"])
+@pytest.mark.parametrize("mode", ["", "normalize", "reject"])  # "": this MTA's default (normalize)
+def test_smuggling_never_makes_two_messages(start_server: Callable[..., SmtpdServer], cleanup: FakeCleanup,
+                                            end: bytes, mode: str) -> None:
+    """CVE-2023-51764: a non-standard end-of-data inside the content must not end the message."""
+    server = start_server(f"smtpd_forbid_bare_newline = {mode}\n" if mode else "")
+    raw = Raw(server.port, STRANGER)
+    raw.replies(1)
+    raw.send(b"HELO c.example\r\nMAIL FROM:<s@remote.example>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n"
+             b"Subject: one\r\n\r\nfirst" + end + SMUGGLED + b".\r\nQUIT\r\n")
+    replies = raw.replies(6)
+    raw.close()
+    assert len(cleanup.submissions) <= 1
+    has_bare_lf = b"\n" in end.replace(b"\r\n", b"")
+    if mode == "reject" and has_bare_lf:
+        assert replies[4] == "550 5.5.2 mx.example.test Error: bare <LF> received" and not cleanup.submissions
+    else:
+        assert replies[4].startswith("250 2.0.0 Ok: queued as") and len(cleanup.submissions) == 1
+        assert b"smuggled" in cleanup.submissions[0].content  # the "second message" is just content
+    assert replies[5] == "221 2.0.0 Bye"
