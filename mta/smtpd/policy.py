@@ -143,8 +143,8 @@ class Resolved:
     """Where an envelope recipient goes, as far as relay control cares.
 
     + local, domain: the local part and the (lowercased, qualified) domain.
-    + routed: the local part holds sender-specified routing.
-    + final: the domain is final for this host.
+    + routed: the address routes through this host to another (see RecipientPolicy.resolve).
+    + final: the address is delivered here (local is then the user, domain the final domain).
     """
 
     local: str
@@ -200,22 +200,56 @@ class RecipientPolicy:
             return True
         return None if self.mynetworks.error else False
 
-    def resolve(self, recipient: str) -> Resolved | None:
-        """Split and classify a recipient; None when a domain table lookup failed."""
-        local, at, domain = recipient.rpartition("@")
-        if not at:
-            local, domain = recipient, self.myorigin
-        domain = domain.lower()
-        if domain.endswith("."):
-            domain = domain[:-1]
-        routed = any(c in local for c in "%!@")
+    def _final(self, domain: str) -> bool | None:
+        """True when domain (lowercase, no trailing dot) is delivered here; None when a table failed."""
         if domain.startswith("["):
-            final = literal_normalize(domain) in self.literals
+            return literal_normalize(domain) in self.literals
+        found = self.mydestination.match(domain)
+        return None if self.mydestination.error else found
+
+    def resolve(self, recipient: str) -> Resolved | None:
+        """Resolve a recipient as trivial-rewrite does; None when a domain table lookup failed.
+
+        ROUTED ADDRESSES (reference §8, Postfix's resolve.c). The address is
+        taken apart from the right: an ``@domain`` that is final here is
+        stripped and the rest resolved again; without an ``@``, ``site!user``
+        becomes ``user@site`` (swap_bangpath) and the last ``%`` becomes ``@``
+        (allow_percent_hack). An address left with a remote domain is
+        *routed* when its local part still holds ``@``, ``!`` or ``%``:
+        ``x%remote@relay.example`` is routed (never an authorized
+        destination), while ``x%relay.example@here`` resolves to
+        ``x@relay.example`` and ``here!a@here`` to the local user a, as
+        Postfix 3.7.11 does (golden/relay_routed*.ref).
+        """
+        address = recipient if any(c in recipient for c in "@!%") else f"{recipient}@{self.myorigin}"
+        stripped = ""
+        for _ in range(64):
+            address = address.rstrip(".")
+            if "@" in address:
+                local, _, domain = address.rpartition("@")
+                domain = domain.lower().rstrip(".")
+                final = self._final(domain) if domain else True
+                if final is None:
+                    return None
+                if final:
+                    stripped, address = domain or stripped, local
+                    continue
+                break
+            if "!" in address:
+                site, _, user = address.partition("!")
+                address = f"{user}@{site}"
+                continue
+            if "%" in address:
+                cut = address.rfind("%")
+                address = f"{address[:cut]}@{address[cut + 1:]}"
+                continue
+            # A local user: delivered here, in the last final domain stripped (or myorigin's).
+            return Resolved(address, stripped or self.myorigin, False, True)
         else:
-            final = self.mydestination.match(domain)
-            if self.mydestination.error:
-                return None
-        return Resolved(local, domain, routed, final)
+            return Resolved(recipient, "", True, False)  # too many local domains: treat as routed
+        local, _, domain = address.rpartition("@")
+        routed = any(c in local for c in "@!%")
+        return Resolved(local, domain.lower().rstrip("."), routed, False)
 
     def auth_destination(self, recipient: str) -> bool | None:
         """permit_auth_destination's question: is recipient a destination this host takes from anyone?
@@ -228,10 +262,10 @@ class RecipientPolicy:
         resolved = self.resolve(recipient)
         if resolved is None:
             return None
-        if resolved.routed:
-            return False
         if resolved.final:
             return True
+        if resolved.routed:
+            return False
         relayed = self.relay_domains.match(resolved.domain)
         return None if self.relay_domains.error else relayed
 
@@ -242,7 +276,7 @@ class RecipientPolicy:
         resolved = self.resolve(recipient)
         if resolved is None:
             return self._retry(recipient)
-        if resolved.final and not resolved.routed and self.local_maps:
+        if resolved.final and self.local_maps:
             return self._check_local(recipient, resolved)
         return None
 
