@@ -8,6 +8,7 @@ CONTRACT. A daemon is a module named in skeleton.DAEMONS. It defines:
     def service(conn, ctx) -> None    SERVER == "single": serve one accepted connection
     def trigger(data, ctx) -> None    SERVER == "trigger": handle trigger bytes (b"W" on wakeup)
     def pre_exit(ctx) -> None         optional: the process is about to exit normally
+    CHROOT_FORBIDDEN: bool            optional: True refuses a master.cf row with chroot = y
 
 Daemons keep per-process state in ctx.state. After chroot the queue directory is
 "/", so daemons build every queue path from ctx.queue_dir, never from main.cf.
@@ -189,6 +190,19 @@ def process_title(name: str) -> None:
         pass
 
 
+def chroot_check(daemon: Any, row: ServiceRow) -> None:
+    """Refuse to run a daemon that declares CHROOT_FORBIDDEN (local, virtual, pipe) in a chroot row.
+
+    They deliver as the recipient into the real file system (home directories,
+    mail spool, commands); in the jail they would fail or, worse, write into it
+    (master(5): "never chroot local, pipe, spawn, virtual").
+    """
+    if row.chroot and getattr(daemon, "CHROOT_FORBIDDEN", False):
+        raise DaemonError(f"{process_name(row.command)}: refusing to run chrooted: set the chroot column of "
+                          f"service {row.service} to n in master.cf ({process_name(row.command)} delivers "
+                          "into the real file system as the recipient)")
+
+
 def privileges_drop(uid: int, gid: int) -> None:
     """Become uid/gid for good: no supplementary groups, then group, then user (order matters)."""
     os.setgroups([])
@@ -245,6 +259,7 @@ def _run(row: ServiceRow, cfg: MainConfig, listen_fds: Sequence[int], status_fd:
     daemon: Any = None
     try:
         daemon = daemon_load(row.command)
+        chroot_check(daemon, row)
         queue_dir = Path(cfg.get("queue_directory"))
         ctx = DaemonContext(row, cfg, queue_dir)
         owner = None

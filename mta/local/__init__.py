@@ -49,6 +49,7 @@ from mta.record import RecordError, record_read
 from mta.skeleton import DaemonContext
 
 SERVER = "single"
+CHROOT_FORBIDDEN = True  # delivers as the recipient into the real file system (master(5))
 
 _STATUS_WORD = {proto.OK: "sent", proto.TEMPFAIL: "deferred", proto.PERMFAIL: "bounced"}
 

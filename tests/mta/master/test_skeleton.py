@@ -9,6 +9,7 @@ import pytest
 
 from mta.skeleton import (
     DaemonError,
+    chroot_check,
     daemon_available,
     daemon_load,
     daemon_module,
@@ -66,3 +67,15 @@ def test_preload_imports_table_types() -> None:
         sys.modules.pop(name, None)
     daemon_preload(["smtpd"])
     assert "mta.maps.cidr" in sys.modules and "mta.maps.regexp" in sys.modules and "mta.smtpd" in sys.modules
+
+
+def test_local_refuses_a_chroot_row() -> None:
+    from mta import local
+    from mta.service_table import row_parse
+
+    with pytest.raises(DaemonError, match="local: refusing to run chrooted: set the chroot column of service "
+                                          "local to n"):
+        chroot_check(local, row_parse("local unix - n y - - local", "master.cf", 1, "3.6"))
+    chroot_check(local, row_parse("local unix - n n - - local", "master.cf", 1, "3.6"))
+    from mta import smtpd
+    chroot_check(smtpd, row_parse("smtp inet n - y - - smtpd", "master.cf", 1, "3.6"))
