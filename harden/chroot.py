@@ -1,7 +1,8 @@
 """The chroot jail under queue_directory: read the host's facts, plan the difference, apply it.
 
-WHAT GOES IN (Postfix's examples/chroot-setup/LINUX2, reference §11.1, with
-Debian's additions from configure-instance.sh, §11.2):
+WHAT GOES IN is listed once, in mta.jail, which ``mta check`` uses too
+(Postfix's examples/chroot-setup/LINUX2, reference §11.1, with Debian's
+additions from configure-instance.sh, §11.2):
 
 - ``etc/``: localtime (its content, not the symlink), services, resolv.conf,
   nsswitch.conf, host.conf, hosts, and passwd with every password field
@@ -32,10 +33,7 @@ from dataclasses import dataclass, field
 
 from harden.errors import ChrootError
 from harden.transport.base import Transport
-
-ETC_FILES = ("localtime", "services", "resolv.conf", "nsswitch.conf", "host.conf", "hosts")
-LIB_PATTERNS = ("libnss_*.so*", "libresolv.so*", "libresolv-*.so", "libgcc_s.so*", "libdb-*.so")
-JAIL_TOPS = ("bin", "etc", "lib", "lib64", "usr")
+from mta.jail import ETC_FILES, JAIL_TOPS, LIB_PATTERNS, ZONEINFO_LINK
 
 
 @dataclass(frozen=True)
@@ -236,7 +234,7 @@ def plan(queue_dir: str, facts: JailFacts) -> list[Action]:
             want_link(path, source.target)
         else:
             want_copy(source, path)
-    want_link(posixpath.join(queue_dir, "usr/lib/zoneinfo/localtime"), "/etc/localtime")
+    want_link(posixpath.join(queue_dir, ZONEINFO_LINK[0]), ZONEINFO_LINK[1])
     for path, entry in sorted(jail.items()):
         if (entry.uid, entry.gid) != (0, 0) and not any(a.path == path and a.kind in ("copy", "symlink", "put")
                                                         for a in actions):

@@ -13,6 +13,7 @@ and, unlike Postfix, exit status 1 when there is any (0 only when clean):
   chroot jail) not owned by root, and jail files that differ from their
   counterpart outside: ``/var/spool/postfix/etc/resolv.conf and
   /etc/resolv.conf differ`` (a stale copy);
+- with any service chrooted, files the jail should hold (mta.jail) that are missing;
 - compiled tables older than their source (``database /etc/postfix/access.db
   is older than source file /etc/postfix/access``), or missing;
 - local, virtual or pipe marked chrooted in master.cf (they deliver as the
@@ -35,12 +36,12 @@ from pathlib import Path
 from mta import defaults, log, queue
 from mta.config import MainConfig, split_list
 from mta.errors import ConfigError
+from mta.jail import JAIL_TOPS, jail_expected
 from mta.maps import split_spec
 from mta.maps.hash import hash_db_path
 from mta.master.check import config_load
 
 SUMMARY = "warn about bad ownership, modes and stale chroot files"
-JAIL_DIRS = ("bin", "etc", "lib", "lib64", "sbin", "usr")
 NEVER_CHROOTED = frozenset({"local", "virtual", "pipe"})
 _OWNED_BY_MAIL = (queue.ACTIVE, queue.BOUNCE_LOG, queue.CORRUPT, queue.DEFER_LOG, queue.DEFERRED, queue.FLUSH,
                   queue.HOLD, queue.INCOMING, queue.SAVED, queue.TRACE_LOG, "private", "public", "maildrop")
@@ -78,7 +79,7 @@ def check_warnings(config_dir: Path) -> list[str]:
             warnings.append(f"not owned by {mc.cfg.get('mail_owner')}: {path}")
         if name in ("public", "maildrop") and st.st_gid != mc.setgid_gid:
             warnings.append(f"not owned by group {mc.cfg.get('setgid_group')}: {path}")
-    for top in JAIL_DIRS:
+    for top in JAIL_TOPS:
         base = mc.queue_dir / top
         if base.exists() and os.lstat(base).st_uid != 0:
             warnings.append(f"not owned by root: {base}")
@@ -91,6 +92,9 @@ def check_warnings(config_dir: Path) -> list[str]:
                 if (name in filenames and not path.is_symlink() and path.is_file() and outside.is_file()
                         and not filecmp.cmp(path, outside, shallow=False)):
                     warnings.append(f"{path} and {outside} differ")
+    if any(row.chroot for row in mc.rows):
+        warnings += [f"chroot jail file missing: {mc.queue_dir / rel} (harden provision builds the jail)"
+                     for rel in jail_expected() if not os.path.lexists(mc.queue_dir / rel)]
     warnings += _table_warnings(mc.cfg)
     for row in mc.rows:
         if row.chroot and posixpath.basename(row.command) in NEVER_CHROOTED:
