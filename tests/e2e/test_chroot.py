@@ -1,0 +1,55 @@
+"""The MTA's privilege separation on a provisioned lab host: smtpd jailed and unprivileged, local not jailed.
+
+Issue 6, point 5: /proc/PID/root of the running smtpd is the queue directory and
+of local is /; smtpd runs as mail_owner; in the jail smtpd still resolves the
+client's host name and logs the host's local time.
+"""
+
+from __future__ import annotations
+
+import os
+import smtplib
+import socket
+import time
+
+import pytest
+
+from harden.inventory import inventory_load
+from harden.provision import provision
+from tests.conftest import LabFixture
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root")
+
+
+def pids(lab: LabFixture, host: str, comm: str) -> list[str]:
+    return lab.ssh(host, f"pgrep -x {comm} || true").stdout.split()
+
+
+def test_smtpd_jailed_and_unprivileged_local_not(fresh_lab: LabFixture) -> None:
+    lab = fresh_lab
+    # The host's own time zone, which the jail's copy must follow.
+    lab.ssh("gw1", "ln -sf /usr/share/zoneinfo/Asia/Tokyo /etc/localtime")
+    inv = inventory_load(lab.dir / "inventory.yml")
+    assert [r.status for r in provision(inv, "gw1*")] == ["changed"]
+    gw1 = lab.hosts[0]
+    with socket.create_connection((gw1.address, 25), timeout=30, source_address=(gw1.address, 0)) as held:
+        assert held.recv(100).startswith(b"220 ")  # an smtpd is now serving this connection
+        [smtpd] = pids(lab, "gw1", "smtpd")
+        assert lab.ssh("gw1", f"readlink /proc/{smtpd}/root").stdout.strip() == "/var/spool/postfix"
+        assert lab.ssh("gw1", f"stat -c %U /proc/{smtpd}").stdout.strip() == "postfix"
+        assert lab.ssh("gw1", f"awk '/^Uid:/ {{print $2, $3, $4, $5}}' /proc/{smtpd}/status").stdout.split() == \
+            [lab.ssh("gw1", "id -u postfix").stdout.strip()] * 4
+    with smtplib.SMTP(gw1.address, 25, timeout=30, source_address=(gw1.address, 0)) as smtp:
+        smtp.sendmail("a@example.org", [f"root@{gw1.name}"], "Subject: jail\n\nx\n")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not pids(lab, "gw1", "local"):
+        time.sleep(0.1)
+    [local] = pids(lab, "gw1", "local")[:1]
+    assert lab.ssh("gw1", f"readlink /proc/{local}/root").stdout.strip() == "/"
+    log = lab.ssh("gw1", "cat /var/log/mail.log").stdout
+    # Reverse lookup inside the jail (its etc/hosts): the client is named, not "unknown".
+    assert f"connect from {gw1.name}[{gw1.address}]" in log
+    # Time stamps in the host's zone (Tokyo, UTC+9), not UTC.
+    stamp = [line for line in log.splitlines() if "mta/smtpd" in line][-1][:15]
+    tokyo = lab.ssh("gw1", "date '+%b %e %H:%M'").stdout.strip()
+    assert stamp[:12] == tokyo[:12] or stamp[:9] == tokyo[:9]  # same hour (allowing a minute boundary)
