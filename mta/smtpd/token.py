@@ -181,8 +181,10 @@ def _address_tokens(tokens: list[Token]) -> tuple[list[list[Token]], int]:
     out: list[list[Token]] = []
     for group in groups:
         texts = [t.text if t.kind is TokenKind.OPERATOR else "" for t in group]
-        if "<" in texts and ">" in texts[texts.index("<"):]:
-            start = len(texts) - 1 - texts[::-1].index("<")
+        # The last "<" that a ">" follows opens the address (a stray "<" after it is junk).
+        opens = [i for i, text in enumerate(texts) if text == "<" and ">" in texts[i + 1:]]
+        if opens:
+            start = opens[-1]
             end = texts.index(">", start)
             junk += len(group) - (end - start + 1)
             group = group[start + 1:end]

@@ -135,3 +135,9 @@ def test_extract_addr_fast_path_agrees_with_scanner(allow_empty: bool, strict: b
         inner = arg[1:-1] if arg.startswith("<") and arg.endswith(">") else arg
         assert (extract_addr(arg, allow_empty=allow_empty, strict=strict)
                 == extract_addr_scan(arg, inner, allow_empty=allow_empty, strict=strict)), arg
+
+
+def test_stray_angle_bracket_after_the_address_does_not_crash() -> None:
+    """Found by tests/mta/smtpd/test_fuzz.py: "<a@b> <" raised ValueError inside extract_addr."""
+    assert extract_addr("x <a@b.example> <", allow_empty=False) == "a@b.example"
+    assert extract_addr_scan("x <a@b.example> <", "x <a@b.example> <", allow_empty=False, strict=True) is None
