@@ -274,7 +274,8 @@ def received_header(attrs: dict[str, str], myhostname: str, queue_id: str,
                     recipients: list[str], when: float) -> str:
     """The Received: header cleanup prepends, in smtpd's or pickup's format (no final newline).
 
-    + attrs: origin, uid (local submission) or client_name, client_address, helo, protocol.
+    + attrs: origin, uid (local submission) or client_name, client_address, helo, protocol
+      (ESMTPS or SMTPS after STARTTLS, RFC 3848), tls (the session's TLS, when smtpd reports it).
     + recipients: the envelope recipients as the client gave them ("for <...>" when just one).
     """
     date = mail_date(when)
@@ -289,7 +290,10 @@ def received_header(attrs: dict[str, str], myhostname: str, queue_id: str,
     helo = _printable(attrs.get("helo", "")) if attrs.get("helo") else name
     rfc_addr = _printable(("IPv6:" + address) if ":" in address else address)
     protocol = _printable(attrs.get("protocol", "") or "ESMTP")
-    first = f"Received: from {helo} ({name} [{rfc_addr}])\n\tby {myhostname} ({SOFTWARE}) with {protocol}"
+    first = f"Received: from {helo} ({name} [{rfc_addr}])"
+    if attrs.get("tls"):  # smtpd_tls_received_header = yes: Postfix's comment line
+        first += f"\n\t(using {_printable(attrs['tls'])})"
+    first += f"\n\tby {myhostname} ({SOFTWARE}) with {protocol}"
     if len(recipients) == 1:
         return f"{first} id {queue_id}\n\tfor <{address_quote(recipients[0])}>; {date}"
     return f"{first} id {queue_id};\n\t{date}"

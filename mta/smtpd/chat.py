@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import select
 import socket
+import ssl
 
 from mta.access import localpart_quote
 
@@ -99,7 +100,8 @@ class SmtpStream:
         """Up to limit bytes the client already sent but nobody read, without waiting for more."""
         if self.pending() == 0:
             try:
-                readable = select.select([self.sock], [], [], 0)[0]
+                tls_pending = isinstance(self.sock, ssl.SSLSocket) and self.sock.pending() > 0
+                readable = tls_pending or select.select([self.sock], [], [], 0)[0]
                 data = self.sock.recv(READ_SIZE) if readable else b""
             except OSError:
                 raise SessionLost() from None
@@ -116,6 +118,21 @@ class SmtpStream:
         while not self.read_line(limit)[1]:
             pass
         return line, False
+
+    def discard(self) -> int:
+        """Throw away input received but not read (before a STARTTLS handshake); return how much."""
+        dropped = self.pending()
+        self._buf, self._pos = b"", 0
+        return dropped
+
+    def tls_start(self, context: ssl.SSLContext) -> None:
+        """Do the server side of the TLS handshake on this connection; SessionLost when it fails."""
+        timeout = self.sock.gettimeout()
+        try:
+            self.sock = context.wrap_socket(self.sock, server_side=True)
+        except (ssl.SSLError, OSError) as exc:
+            raise SessionLost(f"TLS handshake: {exc}") from None
+        self.sock.settimeout(timeout)
 
     # -- output -----------------------------------------------------------
 

@@ -80,6 +80,8 @@ class SmtpSession(UnofferedCommands):
         lines = [self.settings.myhostname, "PIPELINING", f"SIZE {limit}" if limit else "SIZE"]
         if not self.settings.disable_vrfy:
             lines.append("VRFY")
+        if self.settings.tls.offered and not self.tls_active:
+            lines.append("STARTTLS")
         lines += ["ENHANCEDSTATUSCODES", "8BITMIME"]
         self.reply(reply_multiline(250, lines))
         return True
@@ -198,9 +200,40 @@ class SmtpSession(UnofferedCommands):
         finally:
             self.mail_reset()
 
+    def smtp_STARTTLS(self, words: Sequence[SmtpToken]) -> bool:
+        """STARTTLS (RFC 3207): handshake, then a fresh session; pipelined plain text is discarded."""
+        tls = self.settings.tls
+        if tls.context is None:
+            return super().smtp_STARTTLS(words)
+        if len(words) != 1:
+            self.reply("501 5.5.4 Syntax: STARTTLS")
+            return False
+        if self.tls_active:
+            self.reply("554 5.5.1 Error: TLS already active")
+            return False
+        self.reply("220 2.0.0 Ready to start TLS")
+        self.stream.flush()
+        dropped = self.stream.discard()
+        if dropped:
+            log.msg_warn(f"{self.namaddr}: discarding {dropped} bytes sent ahead of the TLS handshake")
+        self.stream.tls_start(tls.context)
+        sock = self.stream.sock
+        version = sock.version() if hasattr(sock, "version") else None
+        cipher = sock.cipher() if hasattr(sock, "cipher") else None
+        self.tls_active = True
+        self.tls_info = f"{version} with cipher {cipher[0]} ({cipher[2]}/{cipher[2]} bits)" if cipher else str(version)
+        log.msg_info(f"Anonymous TLS connection established from {self.namaddr}: {self.tls_info}")
+        self.helo = None
+        self.protocol = "SMTP"
+        self.mail_reset()
+        return True
+
     def _submit(self, content: bytes) -> bool:
+        protocol = self.protocol + ("S" if self.tls_active else "")
         attrs = {"client_name": self.name, "client_address": self.address, "client_port": self.port,
-                 "protocol": self.protocol, "origin": "smtpd"}
+                 "protocol": protocol, "origin": "smtpd"}
+        if self.tls_active and self.settings.tls.received_header:
+            attrs["tls"] = self.tls_info
         if self.helo is not None:
             attrs["helo"] = self.helo
         if self.encoding:

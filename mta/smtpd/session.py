@@ -51,6 +51,8 @@ COMMANDS = ("helo", "ehlo", "xclient", "xforward", "starttls", "auth", "mail", "
 LAST_COMMANDS = frozenset({"helo", "ehlo", "data", "noop", "vrfy"})
 # Commands that count towards smtpd_junk_command_limit.
 JUNK_COMMANDS = frozenset({"helo", "ehlo", "rset", "noop", "vrfy", "etrn"})
+# Commands smtpd_tls_security_level = encrypt allows before STARTTLS (Postfix's SMTPD_CMD_FLAG_PRE_TLS).
+PRE_TLS_COMMANDS = frozenset({"helo", "ehlo", "starttls", "rset", "noop", "quit", "xclient", "xforward"})
 HEADER_NAME = frozenset(chr(c) for c in range(33, 127)) - {":"}
 
 Submit = Callable[..., str]
@@ -88,6 +90,8 @@ class SessionLoop:
         self.counts: dict[str, list[int]] = {name: [0, 0] for name in COMMANDS}
         self.reader: MessageReader | None = None
         self.ill_pipelining = False
+        self.tls_active = False
+        self.tls_info = ""
         exclusions = settings.bare_newline_exclusions
         self.bare_exempt = bool(exclusions is not None and exclusions.match(self.address, self.name))
         self.mail_reset()
@@ -150,6 +154,12 @@ class SessionLoop:
             if self.denied is not None and verb != "quit":
                 self.counts[verb if verb in self.counts else "unknown"][1] += 1
                 self.reply(self.denied)
+                self.errors += 1
+                continue
+            if (settings.tls.level == "encrypt" and not self.tls_active and verb in self.counts
+                    and verb not in PRE_TLS_COMMANDS):
+                self.counts[verb][1] += 1
+                self.reply("530 5.7.0 Must issue a STARTTLS command first")
                 self.errors += 1
                 continue
             handler = getattr(self, f"smtp_{verb.upper()}", None) if verb in self.counts else None

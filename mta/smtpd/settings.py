@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from mta import log
 from mta.errors import ConfigError
 from mta.match_list import NetworkList, StringList, network_list, string_list
+from mta.smtpd.tls import TlsSettings, tls_settings
 
 if TYPE_CHECKING:
     from mta.config import MainConfig
@@ -42,6 +43,7 @@ class SmtpdSettings:
     bare_newline: str = "normalize"
     bare_newline_exclusions: NetworkList | None = None
     bare_newline_reject_code: int = 550
+    tls: TlsSettings = TlsSettings("none", None, False)
 
     @classmethod
     def from_config(cls, cfg: "MainConfig") -> "SmtpdSettings":
@@ -72,6 +74,7 @@ class SmtpdSettings:
             bare_newline=_bare_newline(cfg),
             bare_newline_exclusions=network_list(cfg, "smtpd_forbid_bare_newline_exclusions"),
             bare_newline_reject_code=cfg.get_int("smtpd_forbid_bare_newline_reject_code", 400, 599),
+            tls=tls_settings(cfg),
         )
 
 
