@@ -20,7 +20,7 @@ and, unlike Postfix, exit status 1 when there is any (0 only when clean):
   recipient into the real file system and refuse to start so);
 - dangerous settings: mynetworks that trusts the whole Internet or a public
   /8 or wider, no relay restriction that can refuse unauthorized relaying,
-  an smtpd_banner that names the software or its version.
+  an smtpd_banner that names the software or its version, VRFY left enabled.
 """
 
 from __future__ import annotations
@@ -150,6 +150,9 @@ def _setting_warnings(cfg: MainConfig) -> list[str]:
     if not words & working:
         out.append("neither smtpd_relay_restrictions nor smtpd_recipient_restrictions can refuse unauthorized "
                    "relaying (add reject_unauth_destination or defer_unauth_destination); smtpd will not start")
+    if not cfg.get_bool("disable_vrfy_command"):
+        out.append("disable_vrfy_command = no lets any client probe which accounts exist (VRFY); "
+                   "set disable_vrfy_command = yes (EXPN is never offered)")
     banner = cfg.get("smtpd_banner")
     raw = cfg.parsed.definitions.get("smtpd_banner")
     raw_text = raw.value if raw is not None else defaults.DEFAULTS.get("smtpd_banner", "")

@@ -23,7 +23,8 @@ def config(tmp_path: Path) -> Path:
     etc.mkdir()
     spool = tmp_path / "spool"
     (etc / "main.cf").write_text(f"queue_directory = {spool}\ndata_directory = {tmp_path / 'data'}\n"
-                                 "compatibility_level = 3.6\nsmtpd_banner = $myhostname ESMTP\n")
+                                 "compatibility_level = 3.6\nsmtpd_banner = $myhostname ESMTP\n"
+                                 "disable_vrfy_command = yes\n")
     (etc / "master.cf").write_text("pickup unix n - n 60 1 pickup\n")
     spool.mkdir(mode=0o755)
     postfix = pwd.getpwnam("postfix")
@@ -65,7 +66,8 @@ def test_tables_chroot_and_dangerous_settings(config: Path) -> None:
     with open(config / "main.cf", "a") as main_cf:
         main_cf.write(f"smtpd_recipient_restrictions = check_recipient_access hash:{config}/access\n"
                       f"alias_maps = hash:{config}/aliases\nmynetworks = 127.0.0.0/8, 0.0.0.0/0, 12.0.0.0/8\n"
-                      "smtpd_relay_restrictions = permit_mynetworks\nsmtpd_banner = $myhostname ESMTP $mail_name\n")
+                      "smtpd_relay_restrictions = permit_mynetworks\nsmtpd_banner = $myhostname ESMTP $mail_name\n"
+                      "disable_vrfy_command = no\n")
     (config / "master.cf").write_text("pickup unix n - n 60 1 pickup\nlocal unix - n y - - local\n")
     warnings = check_warnings(config)
     assert f"database {config}/access.db is missing: run mta postmap hash:{config}/access" in warnings
@@ -74,6 +76,7 @@ def test_tables_chroot_and_dangerous_settings(config: Path) -> None:
     assert sum("mynetworks = " in w for w in warnings) == 2  # 0.0.0.0/0 and 12.0.0.0/8, not 127.0.0.0/8
     assert any(w.startswith("neither smtpd_relay_restrictions nor smtpd_recipient_restrictions") for w in warnings)
     assert any(w.startswith("smtpd_banner = $myhostname ESMTP $mail_name tells every client") for w in warnings)
+    assert any(w.startswith("disable_vrfy_command = no lets any client probe") for w in warnings)
 
 
 def test_a_configuration_that_does_not_load_is_fatal(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
