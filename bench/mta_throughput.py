@@ -19,6 +19,8 @@ with their default durability (fsync before 250) and run unchrooted on
 127.0.0.1; the queue and the Maildir sit on the same file system (--base).
 
 Run as root: `bash bench/mta_throughput.sh [--rounds 5] [--messages 10000]`.
+With --hardened the two sides are this MTA with and without the restrictions a
+provisioned gateway runs (HARDENED_MAIN_CF), to show what they cost.
 With --profile DIR every daemon of this MTA also writes a cProfile file there
 (mta.profiling; read them with `python -m pstats DIR/smtpd.*.prof`).
 """
@@ -143,16 +145,35 @@ biff = no
         return int((self.base / "spool/pid/master.pid").read_text().split()[0])
 
 
+# The hardened restrictions a provisioned gateway runs with (harden/templates/main.cf.j2), with
+# access tables of 1,000 entries each, for --hardened (issue 6: within 10% of the plain run).
+HARDENED_MAIN_CF = """\
+smtpd_helo_required = yes
+disable_vrfy_command = yes
+smtpd_forbid_bare_newline = normalize
+smtpd_client_restrictions = check_client_access hash:{etc}/access
+smtpd_helo_restrictions = reject_invalid_helo_hostname, check_helo_access hash:{etc}/access
+smtpd_sender_restrictions = reject_non_fqdn_sender, check_sender_access hash:{etc}/access
+smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
+smtpd_recipient_restrictions = reject_non_fqdn_recipient, reject_unlisted_recipient,
+    check_recipient_access hash:{etc}/access, reject_unauth_destination
+"""
+
+
 class MtaInstance(Instance):
-    """This project's MTA, from the repository's virtualenv."""
+    """This project's MTA, from the repository's virtualenv (hardened: with HARDENED_MAIN_CF)."""
 
     name = "mta"
 
-    def __init__(self, base: Path, port: int, home: Path, profile_dir: str | None = None) -> None:
+    def __init__(self, base: Path, port: int, home: Path, profile_dir: str | None = None,
+                 hardened: bool = False) -> None:
         super().__init__(base, port, home)
         self.etc = base / "etc"
         self.mta = str(REPO / ".venv/bin/mta")
         self.profile_dir = profile_dir
+        self.hardened = hardened
+        if hardened:
+            self.name = "mta-hard"
 
     def setup(self) -> None:
         self.etc.mkdir(parents=True, exist_ok=True)
@@ -172,6 +193,13 @@ alias_maps =
 alias_database =
 local_recipient_maps = unix:passwd.byname
 """)
+        if self.hardened:
+            with open(self.etc / "main.cf", "a") as main_cf:
+                main_cf.write(HARDENED_MAIN_CF.format(etc=self.etc))
+            entries = "".join(f"spammer{i}.example REJECT\n" for i in range(1000))
+            (self.etc / "access").write_text(entries + "192.0.2.0/24 REJECT\n")
+            subprocess.run([self.mta, "-c", str(self.etc), "postmap", f"hash:{self.etc}/access"], check=True,
+                           capture_output=True, timeout=60)
         if self.profile_dir:
             with open(self.etc / "main.cf", "a") as main_cf:
                 main_cf.write(f"import_environment = MAIL_CONFIG TZ LANG=C MTA_PROFILE_DIR={self.profile_dir}\n")
@@ -297,6 +325,8 @@ def main() -> int:
     parser.add_argument("--base", default="/var/tmp", help="directory on the file system to test (real disk)")
     parser.add_argument("--postfix-root", default=str(REPO / ".cache/postfix-3.7/root"))
     parser.add_argument("--only", choices=("mta", "postfix"), help="run one side only")
+    parser.add_argument("--hardened", action="store_true",
+                        help="compare this MTA with and without the hardened restrictions (no Postfix)")
     parser.add_argument("--profile", metavar="DIR", help="also write this MTA's daemon profiles to DIR")
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -318,11 +348,16 @@ def main() -> int:
     home = Path(pwd.getpwnam(USER).pw_dir)
     try:
         sides: list[Instance] = []
-        if args.only != "mta":
+        if args.hardened:
+            for flag, port in ((False, 2526), (True, 2527)):
+                inst = MtaInstance(base / f"mta{int(flag)}", port, home, hardened=flag)
+                inst.setup()
+                sides.append(inst)
+        if args.only != "mta" and not args.hardened:
             pf = PostfixInstance(base / "postfix", 2525, home, root)
             pf.setup()
             sides.append(pf)
-        if args.only != "postfix":
+        if args.only != "postfix" and not args.hardened:
             if args.profile:
                 os.makedirs(args.profile, exist_ok=True)
             ours = MtaInstance(base / "mta", 2526, home, os.path.abspath(args.profile) if args.profile else None)
@@ -349,6 +384,10 @@ def main() -> int:
             cpu_total = statistics.median(sum(u + s for u, s in r.cpu_ms.values()) for r in results[name])
             print(f"median {name:8s}: accepted {m.accepted_per_s:7.1f}/s  delivered {m.delivered_per_s:7.1f}/s"
                   f"  peak PSS {m.peak_mb:7.1f} MB  CPU {cpu_total:.2f} ms/message")
+        if "mta" in med and "mta-hard" in med:
+            a, h = med["mta"], med["mta-hard"]
+            print(f"hardened/plain: accepted {h.accepted_per_s / a.accepted_per_s:.2f}x  "
+                  f"delivered {h.delivered_per_s / a.delivered_per_s:.2f}x (target: within 10%)")
         if "mta" in med and "postfix" in med:
             a, p = med["mta"], med["postfix"]
             print(f"ratio mta/postfix: accepted {a.accepted_per_s / p.accepted_per_s:.2f}x "

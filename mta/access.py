@@ -129,6 +129,8 @@ def ip_keys(address: str) -> list[str]:
 
 
 def _is_ip(text: str) -> bool:
+    if not text or (":" not in text and not text[-1].isdigit()):
+        return False  # a host name: skip the (slow) parse
     try:
         ipaddress.ip_address(text)
     except ValueError:

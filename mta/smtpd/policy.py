@@ -177,6 +177,7 @@ class RecipientPolicy:
         self.double_bounce_sender = double_bounce_sender.lower()
         self.unknown_code = unknown_code
         self.show_table = show_table
+        self._resolved: dict[str, Resolved] = {}
 
     @classmethod
     def from_config(cls, cfg: "MainConfig", user_names: Iterable[str] | None = None) -> "RecipientPolicy":
@@ -210,6 +211,9 @@ class RecipientPolicy:
     def resolve(self, recipient: str) -> Resolved | None:
         """Resolve a recipient as trivial-rewrite does; None when a domain table lookup failed.
 
+        Results are remembered per process (bounded; lookups that failed are not kept),
+        since the relay, recipient and unknown-user checks all resolve the same address.
+
         ROUTED ADDRESSES (reference §8, Postfix's resolve.c). The address is
         taken apart from the right: an ``@domain`` that is final here is
         stripped and the rest resolved again; without an ``@``, ``site!user``
@@ -221,6 +225,17 @@ class RecipientPolicy:
         ``x@relay.example`` and ``here!a@here`` to the local user a, as
         Postfix 3.7.11 does (golden/relay_routed*.ref).
         """
+        cached = self._resolved.get(recipient)
+        if cached is not None:
+            return cached
+        found = self._resolve(recipient)
+        if found is not None:
+            if len(self._resolved) >= 1024:
+                self._resolved.clear()
+            self._resolved[recipient] = found
+        return found
+
+    def _resolve(self, recipient: str) -> Resolved | None:
         address = recipient if any(c in recipient for c in "@!%") else f"{recipient}@{self.myorigin}"
         stripped = ""
         for _ in range(64):

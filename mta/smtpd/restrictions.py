@@ -99,6 +99,7 @@ class CheckState:
     trusted: bool | None = False
     pipelined: bool = False
     reverse_name: str = "unknown"
+    unlisted_checked: bool = False  # reject_unlisted_recipient already ran for this recipient
 
     @property
     def namaddr(self) -> str:
@@ -166,7 +167,7 @@ def restrictions_parse(value: str, cfg: "MainConfig | None", where: str) -> list
         if name in ACCESS:
             if i >= len(words) or ":" not in words[i]:
                 raise RestrictionError(f"{where}: restriction {name} needs a type:table argument")
-            out.append(Restriction(name, open_map(words[i], cfg), warn))
+            out.append(Restriction(name, _map_shared(words[i], cfg), warn))
             i += 1
         elif name in SIMPLE or name == "reject_unknown_client":
             out.append(Restriction(name, None, warn))
@@ -299,6 +300,7 @@ class Restrictions:
         if name == "reject_unlisted_recipient":
             if state.recipient is None:
                 return DUNNO
+            state.unlisted_checked = True
             return self.policy.check_unlisted(state.recipient) or DUNNO
         if name == "reject_unauth_pipelining":
             if not state.pipelined:
@@ -394,6 +396,17 @@ class Restrictions:
                 return "451 4.3.5 Server configuration error"
             self._inline[value] = nested
         return self._run(nested, what, state)
+
+
+_OPEN_MAPS: dict[str, Map] = {}
+
+
+def _map_shared(spec: str, cfg: "MainConfig | None") -> Map:
+    """Open a table once per process, however many restrictions name it (one SQLite handle each)."""
+    table = _OPEN_MAPS.get(spec)
+    if table is None:
+        table = _OPEN_MAPS[spec] = open_map(spec, cfg)
+    return table
 
 
 def _dsn_for(code: int, what: str = "") -> str:

@@ -265,8 +265,9 @@ class SessionLoop:
             return None  # RFC 5321 section 4.5.1: always accepted, whatever the restrictions say
         if self.restrictions is None:
             return self.policy.check_rcpt(recipient, self.trusted)
-        error = self.restrictions.check(self.restrictions.rcpt_stages(), self.check_state(recipient))
-        if error is None and self.settings.reject_unlisted_recipient:
+        state = self.check_state(recipient)
+        error = self.restrictions.check(self.restrictions.rcpt_stages(), state)
+        if error is None and self.settings.reject_unlisted_recipient and not state.unlisted_checked:
             error = self.policy.check_unlisted(recipient)
         return error
 
