@@ -1,8 +1,10 @@
 """The MTA bundle: built once on the control machine, shipped to hosts without Internet access, installed in place.
 
-BUILD. The ``mta`` package is pure Python with no dependency outside the
-standard library, so the bundle is a gzipped tar of its sources plus two
-launchers (bin/mta, bin/sendmail) and a VERSION file. It is built
+BUILD. The ``mta`` package is pure Python; its one dependency outside the
+standard library, dnspython (smtpd's DNS restrictions), is pure Python too
+and travels with it (``VENDORED``: its sources and licence from the
+installation harden runs with). So the bundle is a gzipped tar of those
+sources under lib/, two launchers (bin/mta, bin/sendmail) and a VERSION file. It is built
 reproducibly (sorted members, fixed owner and time stamps), and its version
 is the package version plus the SHA-256 of the sources, so a changed source
 is a new version and an unchanged one is recognised on the host without
@@ -20,12 +22,15 @@ belongs to another MTA is never replaced.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import shlex
 import tarfile
 import threading
 from pathlib import Path
+
+import dns
 
 import mta
 from harden import __version__
@@ -64,11 +69,24 @@ class Bundle:
             return self._data
 
 
+def _package(module: object, name: str) -> list[tuple[str, bytes, int]]:
+    """The sources (and py.typed marker) of an installed package, as lib/NAME/... members."""
+    root = Path(str(getattr(module, "__file__"))).resolve().parent
+    paths = sorted(p for p in root.rglob("*") if p.suffix == ".py" or p.name == "py.typed")
+    return [(f"lib/{name}/{p.relative_to(root).as_posix()}", p.read_bytes(), 0o644) for p in paths]
+
+
+def _licence(distribution: str) -> tuple[str, bytes, int]:
+    """A vendored distribution's licence, shipped beside its sources."""
+    from importlib.metadata import distribution as dist_of
+
+    found = dist_of(distribution)
+    name = next(str(f) for f in found.files or [] if Path(str(f)).name.startswith(("LICENSE", "LICENCE")))
+    return (f"lib/{distribution}.LICENSE", Path(str(found.locate_file(name))).read_bytes(), 0o644)
+
+
 def _members() -> list[tuple[str, bytes, int]]:
-    root = Path(mta.__file__).resolve().parent
-    files: list[tuple[str, bytes, int]] = []
-    for path in sorted(root.rglob("*.py")):
-        files.append((f"lib/mta/{path.relative_to(root).as_posix()}", path.read_bytes(), 0o644))
+    files = _package(mta, "mta") + _package(dns, "dns") + [_licence("dnspython")]
     files.append(("bin/mta", _LAUNCHER.format(name="mta", what="admin command", module="mta.cli",
                                               function="main").encode(), 0o755))
     files.append(("bin/sendmail", _LAUNCHER.format(name="sendmail", what="local submission",
@@ -91,7 +109,9 @@ def bundle_build() -> Bundle:
 
 def _tar(members: list[tuple[str, bytes, int]]) -> bytes:
     out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
+    # The gzip header carries a time stamp: fixed at 0, or two builds a second apart would differ.
+    with gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as packed, \
+            tarfile.open(fileobj=packed, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for name, data, mode in members:
             info = tarfile.TarInfo(name)
             info.size, info.mode, info.mtime = len(data), mode, 0

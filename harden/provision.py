@@ -50,6 +50,7 @@ from harden.transport.base import file_get, file_put
 
 MTA = f"{bundle_mod.PREFIX}/current/bin/mta"
 UNIT = "/etc/systemd/system/mailgate-mta.service"
+VERIFY_SECONDS = 30  # after a start or reload, how long smtpd may take to greet
 
 
 def service_commands(init: str) -> dict[str, str]:
@@ -283,11 +284,17 @@ def _verify(t: Transport, s: GatewaySettings) -> None:
         raise HardenError(f"{t.host}: verify: the MTA is not running after provisioning (no live master holds "
                           f"{QUEUE_DIRECTORY}/pid/master.pid)")
     address = next((a for a in s.inet_interfaces if a not in ("all", "loopback-only")), "127.0.0.1")
-    probe = (f"for i in $(seq 1 50); do timeout 5 bash -c 'exec 3<>/dev/tcp/{address}/25 && head -n 1 <&3' "
-             "2>/dev/null && break; sleep 0.1; done")
+    # At most VERIFY_SECONDS in all: a master whose smtpd cannot start still accepts the
+    # connection (the listener is the master's), so each try is bounded too.
+    probe = (f"end=$((SECONDS + {VERIFY_SECONDS})); while [ $SECONDS -lt $end ]; do "
+             f"timeout 3 bash -c 'exec 3<>/dev/tcp/{address}/25 && head -n 1 <&3' 2>/dev/null && break; "
+             "sleep 0.1; done")
     banner = t.run(probe, check=False).stdout.strip()
     if not banner.startswith("220 "):
-        raise HardenError(f"{t.host}: verify: no SMTP banner on {address}:25 (got {banner[:80]!r})")
+        why = t.run(f"tail -n 500 {shlex.quote(s.maillog_file)} 2>/dev/null | grep -E ': (fatal|panic): ' | tail -n 1",
+                    check=False).stdout.strip()
+        raise HardenError(f"{t.host}: verify: no SMTP banner on {address}:25 within {VERIFY_SECONDS} s "
+                          f"(got {banner[:80]!r})" + (f"; the MTA's log says: {why}" if why else ""))
 
 
 def provision(inventory: Inventory, limit: str | None = None, *, check: bool = False, want_diff: bool = False,

@@ -31,6 +31,7 @@ def cleanup_submit(
     content: bytes,
     attrs: dict[str, str] | None = None,
     timeout: float = 300.0,
+    flags: Sequence[str] = (),
 ) -> str:
     """Hand one message to cleanup; return its queue ID once it is safely in incoming/.
 
@@ -38,13 +39,16 @@ def cleanup_submit(
     + content: header and body, LF line ends, dot-unstuffed.
     + attrs: client_name, client_address, helo, protocol, origin ("smtpd", "pickup",
       "bounce", "sendmail"), uid, ... recorded in the queue file and used for logging.
+    + flags: "hold" (queue the message in hold/) or "discard" (give it an ID, keep nothing),
+      as smtpd's HOLD and DISCARD actions ask.
     Raises ServiceError (status 4 or 5) when cleanup refuses, OSError or
     proto.ProtocolError when it cannot be reached.
     """
     channel = proto.unix_connect(str(queue_dir / "public" / "cleanup"), timeout=timeout)
     try:
         reply = channel.request(
-            {"op": "submit", "sender": sender, "recipients": list(recipients), "attrs": attrs or {}},
+            {"op": "submit", "sender": sender, "recipients": list(recipients), "attrs": attrs or {},
+             "flags": list(flags)},
             content,
         )
     finally:

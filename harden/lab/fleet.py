@@ -79,10 +79,14 @@ def lab_up(count: int, lab_dir: Path = DEFAULT_DIR, first_address: str = model.F
     lab_dir = lab_dir.resolve()
     if model.state_load(lab_dir) is not None:
         lab_down(lab_dir)
+    hosts = model.hosts_plan(count, first_address)
+    busy = loopback.ports_in_use([h.address for h in hosts], 22)
+    if busy:
+        raise LabError(f"port 22 is already in use on {', '.join(busy)} (a lab left up? see `harden lab status "
+                       "--dir DIR` and `harden lab down --dir DIR`); choose other addresses with --first-address")
     installed = packages_ensure()
     lab_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(lab_dir, 0o700)
-    hosts = model.hosts_plan(count, first_address)
     state = LabState(hosts)
     model.state_save(lab_dir, state)
     try:

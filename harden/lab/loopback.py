@@ -8,7 +8,9 @@ touched, and no address outside 127.0.0.0/8 is ever added.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
+import socket
 import subprocess
 
 from harden.errors import LabError
@@ -52,3 +54,23 @@ def lo_remove(addresses: list[str]) -> None:
     for address in addresses:
         if address in present:
             _ip("addr", "del", f"{address}/32", "dev", "lo")
+
+
+def ports_in_use(addresses: list[str], port: int) -> list[str]:
+    """The addresses where something already listens on port (a lab left up, another sshd).
+
+    A lab host's sshd that cannot bind would leave the old listener answering
+    with another host key; finding it before starting names the real cause.
+    """
+    busy = []
+    for address in addresses:
+        probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((address, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                busy.append(address)
+        finally:
+            probe.close()
+    return busy

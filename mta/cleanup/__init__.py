@@ -9,6 +9,9 @@ writes ``incoming/ID`` (0600, fsync, 0700, fsync of the directory) and only then
 replies ``{"status": 0, "queue_id": ID}`` and triggers qmgr. A refusal is a
 reply with status 5 (or 4) plus dsn and reason; an internal error replies 4 and
 removes the embryonic file, so nothing half-written is ever left in incoming/.
+Request flags (smtpd's access actions): ``hold`` writes the file to hold/
+instead, where qmgr does not look (postsuper -H releases it); ``discard``
+takes a queue ID for the client's reply and keeps nothing.
 
 HEADER REWRITING (Postfix ≥ 2.2) applies to mail from sendmail/pickup, to mail
 without a client address (mail made by the MTA itself) and to clients in
@@ -55,7 +58,7 @@ from mta.config import MainConfig
 from mta.derived import interface_addresses
 from mta.errors import ConfigError
 from mta.match_list import network_list
-from mta.queue import INCOMING, queue_abort, queue_create, queue_finish
+from mta.queue import HOLD, INCOMING, queue_abort, queue_create, queue_finish
 from mta.record import Envelope, Recipient, record_write
 from mta.skeleton import DaemonContext
 
@@ -176,7 +179,7 @@ def service(conn: socket.socket, ctx: DaemonContext) -> None:
                 channel.send(answer)
             except OSError as exc:
                 log.msg_warn(f"cleanup: send reply: {exc}")
-            if answer["status"] == proto.OK:
+            if answer["status"] == proto.OK and not set(request_flags(received[0])) & {"hold", "discard"}:
                 clients.qmgr_trigger(ctx.queue_dir, b"I")
     finally:
         channel.close()
@@ -222,6 +225,12 @@ def request_parse(request: dict[str, Any],
     if not isinstance(attrs, dict):
         raise CleanupReject(proto.TEMPFAIL, "4.3.0", "internal protocol error")
     return sender, recipients, {_clean(k).replace("=", "?"): _clean(v) for k, v in attrs.items()}
+
+
+def request_flags(request: dict[str, Any]) -> list[str]:
+    """The request's known flags: hold (write to hold/), discard (an ID, nothing kept)."""
+    flags = request.get("flags") or []
+    return [f for f in flags if f in ("hold", "discard")] if isinstance(flags, list) else []
 
 
 def header_context(settings: CleanupSettings, attrs: dict[str, str]) -> RewriteContext | None:
@@ -274,8 +283,12 @@ def cleanup_request(queue_dir: Path, settings: CleanupSettings, request: dict[st
     if settings.size_limit and len(content) > settings.size_limit:
         log.msg_info(f"NOQUEUE: reject: 5.3.4 message file too big; from=<{sender}>")
         return proto.reply(proto.PERMFAIL, "message file too big", "5.3.4")
+    flags = request_flags(request)
     try:
-        qf = queue_create(queue_dir, INCOMING)
+        qf = queue_create(queue_dir, HOLD if "hold" in flags else INCOMING)
+        if "discard" in flags:  # smtpd's DISCARD: the client gets an ID, nothing is kept (smtpd logged why)
+            queue_abort(qf)
+            return proto.reply(proto.OK, queue_id=qf.queue_id)
     except Exception as exc:  # noqa: BLE001 - any failure here is "try again later"
         log.msg_warn(f"cleanup: {exc}")
         return proto.reply(proto.TEMPFAIL, "queue file write error", "4.3.0")

@@ -118,14 +118,14 @@ def cleanup_reply(exc: ServiceError) -> str:
 
 
 def message_submit(submit: Callable[..., str], queue_dir: Path, sender: str, recipients: Sequence[str],
-                   content: bytes, attrs: dict[str, str]) -> tuple[str | None, str]:
+                   content: bytes, attrs: dict[str, str], flags: Sequence[str] = ()) -> tuple[str | None, str]:
     """Hand a message to cleanup; return (queue ID or None, the SMTP reply to send).
 
     + submit: mta.clients.cleanup_submit (or a test double with its signature).
-    + queue_dir, sender, recipients, content, attrs: as cleanup_submit takes them.
+    + queue_dir, sender, recipients, content, attrs, flags: as cleanup_submit takes them.
     """
     try:
-        queue_id = submit(queue_dir, sender, [{"address": r} for r in recipients], content, attrs)
+        queue_id = submit(queue_dir, sender, [{"address": r} for r in recipients], content, attrs, flags=flags)
     except ServiceError as exc:
         return None, cleanup_reply(exc)
     except (OSError, proto.ProtocolError) as exc:

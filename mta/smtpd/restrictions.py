@@ -20,6 +20,19 @@ DUNNO goes on to the next restriction, and restriction names are evaluated
 in place. WARN and INFO log and go on. An OK for a recipient with
 sender-specified routing counts as DUNNO, so a table cannot open a relay.
 
+WHOLE-MESSAGE AND CONDITIONAL ACTIONS (checked against real Postfix, golden
+restrict_actions and restrict_defer_if). DISCARD [text] permits and marks the
+transaction: every later recipient is accepted unchecked and cleanup drops
+the message after its queue ID is given. HOLD [text] marks the transaction
+for hold/ and goes on. DEFER_IF_PERMIT [text] (and the restriction
+defer_if_permit) turns the command's eventual acceptance into a 450, across
+the remaining lists; DEFER_IF_REJECT [text] (and defer_if_reject) turns a
+later 5xx of the same list, or of the unknown-recipient check after the
+last list, into its own 450. What an action wants logged (warn, info,
+reject_warning, discard, hold) is left in CheckState.events for the session,
+which writes it in Postfix's ``NOQUEUE: kind: RCPT from ...; from=<...>``
+form.
+
 REPLIES name the context as Postfix does: ``554 5.7.1 <unknown[192.0.2.1]>:
 Client host rejected: Access denied``, ``<helo>: Helo command rejected``,
 ``<sender>: Sender address rejected``, ``<rcpt>: Recipient address rejected``.
@@ -30,7 +43,7 @@ judge (``451 4.3.5 Server configuration error``) and logs why, as Postfix does.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from mta import log
@@ -42,6 +55,7 @@ from mta.access import (
     address_has_routing,
 )
 from mta.config import split_list
+from mta.dns_lookup import DnsClient, reverse_name
 from mta.errors import ConfigError, MapError
 from mta.maps import Map, open_map
 from mta.smtpd.token import valid_address_literal, valid_hostname
@@ -63,7 +77,12 @@ SIMPLE = frozenset({
     "reject_non_fqdn_helo_hostname", "reject_invalid_helo_hostname", "reject_unlisted_recipient",
     "reject_unlisted_sender", "reject_unauth_pipelining", "permit_sasl_authenticated",
     "reject_unknown_client_hostname", "reject_unknown_reverse_client_hostname",
+    "reject_unknown_sender_domain", "reject_unknown_recipient_domain", "reject_maps_rbl",
+    "defer_if_permit", "defer_if_reject",
 })
+# Restrictions that take a DNS zone: reject_rbl_client zone[=d.d.d.d], the right-hand-side lists.
+DNS_LISTS = frozenset({"reject_rbl_client", "reject_rhsbl_client", "reject_rhsbl_sender",
+                       "reject_rhsbl_recipient", "reject_rhsbl_helo"})
 _CODE_TEXT = re.compile(r"([45]\d\d)(?:\s+([45]\.\d{1,3}\.\d{1,3}))?\s*(.*)", re.S)
 _DSN = re.compile(r"([245]\.\d{1,3}\.\d{1,3})\s+(.*)", re.S)
 
@@ -82,6 +101,7 @@ class Restriction:
     name: str
     table: Map | None = None
     warn: bool = False
+    zone: str = ""
 
 
 @dataclass
@@ -100,6 +120,11 @@ class CheckState:
     pipelined: bool = False
     reverse_name: str = "unknown"
     unlisted_checked: bool = False  # reject_unlisted_recipient already ran for this recipient
+    discard: bool = False  # the transaction is to be discarded (DISCARD): nothing more is judged
+    hold: bool = False  # the transaction's message goes to hold/ (HOLD)
+    defer_if_permit: str | None = None  # the 450 that replaces an acceptance
+    defer_if_reject: str | None = None  # the 450 that replaces a 5xx of the current list
+    events: list[tuple[str, str]] = field(default_factory=list)  # (kind, text) for the session's log
 
     @property
     def namaddr(self) -> str:
@@ -117,6 +142,9 @@ class Settings:
     relay_reject_code: int = 554
     non_fqdn_reject_code: int = 504
     unknown_client_code: int = 450
+    maps_rbl_code: int = 554
+    unknown_address_code: int = 450
+    maps_rbl_domains: tuple[str, ...] = ()
     invalid_hostname_reject_code: int = 501
     unauth_pipelining_code: int = 503
     recipient_delimiter: str = ""
@@ -136,6 +164,9 @@ class Settings:
             relay_reject_code=cfg.get_int("relay_domains_reject_code", 400, 599),
             non_fqdn_reject_code=cfg.get_int("non_fqdn_reject_code", 400, 599),
             unknown_client_code=cfg.get_int("unknown_client_reject_code", 400, 599),
+            maps_rbl_code=cfg.get_int("maps_rbl_reject_code", 400, 599),
+            unknown_address_code=cfg.get_int("unknown_address_reject_code", 400, 599),
+            maps_rbl_domains=tuple(cfg.get_list("maps_rbl_domains")),
             invalid_hostname_reject_code=cfg.get_int("invalid_hostname_reject_code", 400, 599),
             unauth_pipelining_code=cfg.get_int("unauth_pipelining_code", 400, 599) if cfg.get(
                 "unauth_pipelining_code") else 503,
@@ -169,6 +200,11 @@ def restrictions_parse(value: str, cfg: "MainConfig | None", where: str) -> list
                 raise RestrictionError(f"{where}: restriction {name} needs a type:table argument")
             out.append(Restriction(name, _map_shared(words[i], cfg), warn))
             i += 1
+        elif name in DNS_LISTS:
+            if i >= len(words):
+                raise RestrictionError(f"{where}: restriction {name} needs a DNS zone argument")
+            out.append(Restriction(name, None, warn, words[i].lower()))
+            i += 1
         elif name in SIMPLE or name == "reject_unknown_client":
             out.append(Restriction(name, None, warn))
         else:
@@ -187,9 +223,10 @@ class Restrictions:
     main.cf at compatibility_level 0 is such a configuration).
     """
 
-    def __init__(self, cfg: "MainConfig", policy: "RecipientPolicy") -> None:
+    def __init__(self, cfg: "MainConfig", policy: "RecipientPolicy", dns: DnsClient | None = None) -> None:
         self.settings = Settings.from_config(cfg)
         self.policy = policy
+        self.dns = dns or DnsClient()
         self.cfg = cfg
         self.lists: dict[str, list[Restriction]] = {}
         self.errors: dict[str, str] = {}
@@ -213,13 +250,19 @@ class Restrictions:
 
     def check(self, stages: Sequence[str], state: CheckState) -> str | None:
         """Run the lists of stages in order; the reject reply, or None when none rejects."""
+        state.defer_if_permit = None
         for stage in stages:
+            if state.discard:
+                return None
             if stage in self.errors:
                 return "451 4.3.5 Server configuration error"
+            state.defer_if_reject = None  # scoped to one list (and the unknown-user check after the last)
             result = self._run(self.lists[stage], stage, state)
             if result not in (PERMIT, DUNNO):
                 return result
-        return None
+        if state.discard:
+            return None
+        return state.defer_if_permit
 
     def rcpt_stages(self) -> list[str]:
         """The lists RCPT runs: with delay_reject also the client, HELO and sender lists."""
@@ -234,8 +277,10 @@ class Restrictions:
             if result == DUNNO:
                 continue
             if restriction.warn and result != PERMIT:
-                log.msg_info(f"reject_warning: {stage.upper()} from {state.namaddr}: {result}")
+                state.events.append(("reject_warning", result))
                 continue
+            if result[:1] == "5" and state.defer_if_reject:
+                return state.defer_if_reject
             return result
         return DUNNO
 
@@ -264,6 +309,11 @@ class Restrictions:
         if name == "defer":
             return self._reply(s.defer_code, _dsn_for(s.defer_code), self._context(stage, state), state,
                                "Access denied")
+        if name in ("defer_if_permit", "defer_if_reject"):
+            context = self._context(stage, state)
+            reply = self._reply(s.defer_code, "4.7.0", context, state, f"{name} requested")
+            setattr(state, name, reply)
+            return DUNNO
         if name == "permit_mynetworks":
             return PERMIT if state.trusted else DUNNO
         if name == "permit_sasl_authenticated":
@@ -297,6 +347,10 @@ class Restrictions:
             code = s.unknown_client_code
             return (f"{code} {str(code)[0]}.7.1 Client host rejected: cannot find your reverse hostname, "
                     f"[{state.client_addr}]")
+        if name in DNS_LISTS or name == "reject_maps_rbl":
+            return self._dnsbl(r, state)
+        if name in ("reject_unknown_sender_domain", "reject_unknown_recipient_domain"):
+            return self._unknown_domain(name, state)
         if name == "reject_unlisted_recipient":
             if state.recipient is None:
                 return DUNNO
@@ -308,6 +362,54 @@ class Restrictions:
             return (f"{s.unauth_pipelining_code} 5.5.0 <{self._key(stage, state)}>: "
                     f"{CLASS.get(stage, 'Data command')} rejected: Improper use of SMTP command pipelining")
         return DUNNO
+
+    def _dnsbl(self, r: Restriction, state: CheckState) -> str:
+        """reject_rbl_client and the RHSBL restrictions: the default_rbl_reply text for a listing."""
+        zones = list(self.settings.maps_rbl_domains) if r.name == "reject_maps_rbl" else [r.zone]
+        for spec in zones:
+            zone, _, want = spec.partition("=")
+            if r.name in ("reject_rbl_client", "reject_maps_rbl"):
+                query, cls, what = reverse_name(state.client_addr, zone), "Client host", state.client_addr
+            else:
+                cls, what, domain = {
+                    "reject_rhsbl_client": ("Client host", state.client_name, state.client_name),
+                    "reject_rhsbl_helo": ("Helo command", state.helo or "", state.helo or ""),
+                    "reject_rhsbl_sender": ("Sender address", state.sender or "", _domain(state.sender)),
+                    "reject_rhsbl_recipient": ("Recipient address", state.recipient or "",
+                                               _domain(state.recipient)),
+                }[r.name]
+                query = f"{domain}.{zone}" if domain and domain != "unknown" and not _is_literal(domain) else None
+            if query is None:
+                continue
+            answer = self.dns.lookup(query, "A")
+            if answer.status == "tempfail":
+                log.msg_warn(f"{query}: RBL lookup error: try again later")
+                continue  # Postfix: a DNSBL that does not answer does not block
+            if answer.status != "found" or (want and not any(_rbl_match(want, a) for a in answer.values)):
+                continue
+            txt = self.dns.lookup(query, "TXT")
+            reason = f"; {txt.values[0]}" if txt.status == "found" and txt.values else ""
+            code = self.settings.maps_rbl_code
+            return f"{code} {str(code)[0]}.7.1 Service unavailable; {cls} [{what}] blocked using {zone}{reason}"
+        return DUNNO
+
+    def _unknown_domain(self, name: str, state: CheckState) -> str:
+        sender = name == "reject_unknown_sender_domain"
+        address = state.sender if sender else state.recipient
+        domain = _domain(address)
+        if not domain or _is_literal(domain):
+            return DUNNO
+        if not sender:
+            resolved = self.policy.resolve(address or "")
+            if resolved is not None and resolved.final:
+                return DUNNO  # a domain this host delivers exists by definition
+        status = self.dns.domain_exists(domain)
+        if status == "found":
+            return DUNNO
+        code = self.settings.unknown_address_code if status == "none" else 450
+        dsn = f"{str(code)[0]}.1.{8 if sender else 2}"
+        what = "Sender address" if sender else "Recipient address"
+        return f"{code} {dsn} <{address}>: {what} rejected: Domain not found"
 
     def _context(self, stage: str, state: CheckState) -> str:
         return stage if stage in CLASS else (RECIPIENT if state.recipient is not None else CLIENT)
@@ -384,7 +486,22 @@ class Restrictions:
             dsn = match.group(2) or _dsn_for(code, what)
             return self._reply(code, dsn, what, state, match.group(3) or "Access denied")
         if upper in ("WARN", "INFO"):
-            log.msg_info(f"{upper.lower()}: {what.upper()} from {state.namaddr}: {rest}")
+            state.events.append((upper.lower(), rest))
+            return DUNNO
+        if upper in ("DISCARD", "HOLD"):
+            cls = CLASS.get(what, "Recipient address")
+            if upper == "DISCARD":
+                state.discard = True
+            elif state.hold:
+                return DUNNO  # logged once per transaction
+            else:
+                state.hold = True
+            state.events.append((upper.lower(),
+                                 f"<{self._key(what, state)}>: {cls} {rest or f'triggers {upper} action'}"))
+            return PERMIT if upper == "DISCARD" else DUNNO
+        if upper in ("DEFER_IF_PERMIT", "DEFER_IF_REJECT"):
+            reply = self._reply(s.defer_code, "4.7.1", what, state, rest or "Service unavailable")
+            setattr(state, upper.lower(), reply)
             return DUNNO
         # Restriction names, evaluated in place.
         nested = self._inline.get(value)
@@ -427,3 +544,32 @@ def _helo_ok(helo: str) -> bool:
 
 
 CheckFn = Callable[[CheckState], "str | None"]
+
+
+def _domain(address: str | None) -> str:
+    """The domain of an address (lower case, no trailing dot), or "" without one."""
+    if not address or "@" not in address:
+        return ""
+    return address.rpartition("@")[2].lower().rstrip(".")
+
+
+def _rbl_match(want: str, answer: str) -> bool:
+    """reject_rbl_client zone=pattern: 127.0.0.2, or per-octet ranges like 127.0.0.[2..11] or [2;3]."""
+    wanted, got = re.findall(r"\[[^\]]*\]|[^.]+", want), answer.split(".")
+    if len(wanted) != 4 or len(got) != 4:
+        return False
+    for pattern, octet in zip(wanted, got):
+        if pattern.startswith("[") and pattern.endswith("]"):
+            allowed: set[str] = set()
+            for part in pattern[1:-1].split(";"):
+                low, dots, high = part.partition("..")
+                if dots and low.isdigit() and high.isdigit():
+                    allowed |= {str(n) for n in range(int(low), int(high) + 1)}
+                else:
+                    allowed.add(part)
+            if octet not in allowed:
+                return False
+        elif pattern != octet:
+            return False
+    return True
+

@@ -238,8 +238,9 @@ class SmtpSession(UnofferedCommands):
             attrs["helo"] = self.helo
         if self.encoding:
             attrs["encoding"] = self.encoding
+        flags = ["discard"] if self.discard else ["hold"] if self.hold else []
         queue_id, text = message_submit(self.submit, self.queue_dir, self.sender or "", self.recipients,
-                                        content, attrs)
+                                        content, attrs, flags)
         if queue_id is not None:
             log.msg_info(f"{queue_id}: client={self.namaddr}")
             self.errors = self.junk = 0

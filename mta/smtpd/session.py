@@ -249,15 +249,26 @@ class SessionLoop:
         return f"{code} {str(code)[0]}.5.2 {self.settings.myhostname} Error: bare <LF> received"
 
     def check_state(self, recipient: str | None = None) -> CheckState:
-        """What the restriction lists judge right now."""
+        """What the restriction lists judge right now (with the transaction's DISCARD and HOLD marks)."""
         return CheckState(self.name, self.address, self.helo, self.sender, recipient, self.trusted,
-                          self.ill_pipelining, self.reverse_name)
+                          self.ill_pipelining, self.reverse_name, discard=self.discard, hold=self.hold)
+
+    def _judged(self, state: CheckState) -> None:
+        """Keep what the restrictions marked; log what they asked to (Postfix's log_whatsup form)."""
+        self.discard, self.hold = state.discard, state.hold
+        for kind, text in state.events:
+            log.msg_info(f"NOQUEUE: {kind}: {self.where} from {self.namaddr}: {text};"
+                         f"{whatsup(self.sender, self.recipient, self.protocol, self.helo)}")
+        state.events.clear()
 
     def check_early(self, stage: str) -> str | None:
         """With smtpd_delay_reject = no, run one early list (client, helo, sender) at its own command."""
         if self.restrictions is None or self.restrictions.settings.delay_reject:
             return None
-        return self.restrictions.check([stage], self.check_state())
+        state = self.check_state()
+        error = self.restrictions.check([stage], state)
+        self._judged(state)
+        return error
 
     def check_rcpt(self, recipient: str) -> str | None:
         """Every list RCPT runs, then the unknown-user check; the reject reply or None."""
@@ -267,8 +278,12 @@ class SessionLoop:
             return self.policy.check_rcpt(recipient, self.trusted)
         state = self.check_state(recipient)
         error = self.restrictions.check(self.restrictions.rcpt_stages(), state)
-        if error is None and self.settings.reject_unlisted_recipient and not state.unlisted_checked:
+        self._judged(state)
+        if error is None and not state.discard and self.settings.reject_unlisted_recipient \
+                and not state.unlisted_checked:
             error = self.policy.check_unlisted(recipient)
+            if error is not None and error[:1] == "5" and state.defer_if_reject:
+                error = state.defer_if_reject
         return error
 
     def mail_reset(self) -> None:
@@ -276,5 +291,7 @@ class SessionLoop:
         self.sender: str | None = None
         self.recipient: str | None = None
         self.recipients: list[str] = []
+        self.discard = False  # DISCARD: accept, then drop the whole message
+        self.hold = False  # HOLD: the message goes to hold/
         self.encoding = ""
         self.overshoot = 0

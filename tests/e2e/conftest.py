@@ -38,16 +38,17 @@ def users(e2e_base: Path) -> Iterator[dict[str, pwd.struct_passwd]]:
         pytest.skip("end-to-end tests run as root (they create users and switch to them)")
     homes = e2e_base / "homes"
     homes.mkdir(mode=0o755)
-    created = []
     for name in USERS:
         try:
             pwd.getpwnam(name)
         except KeyError:
-            subprocess.run(["useradd", "--create-home", "--home-dir", str(homes / name),
-                            "--shell", "/bin/sh", name], check=True)
-            created.append(name)
+            pass
+        else:  # left by an interrupted run, its home perhaps gone: start afresh
+            subprocess.run(["userdel", "-r", name], capture_output=True)
+        subprocess.run(["useradd", "--create-home", "--home-dir", str(homes / name),
+                        "--shell", "/bin/sh", name], check=True)
     yield {name: pwd.getpwnam(name) for name in USERS}
-    for name in created:
+    for name in USERS:
         subprocess.run(["userdel", "-r", name], capture_output=True)
 
 

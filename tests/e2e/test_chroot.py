@@ -17,6 +17,7 @@ import pytest
 from harden.inventory import inventory_load
 from harden.provision import provision
 from tests.conftest import LabFixture
+from tests.dns_server import DnsServer
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root")
 
@@ -53,3 +54,28 @@ def test_smtpd_jailed_and_unprivileged_local_not(fresh_lab: LabFixture) -> None:
     stamp = [line for line in log.splitlines() if "mta/smtpd" in line][-1][:15]
     tokyo = lab.ssh("gw1", "date '+%b %e %H:%M'").stdout.strip()
     assert stamp[:12] == tokyo[:12] or stamp[:9] == tokyo[:9]  # same hour (allowing a minute boundary)
+    # DNS restrictions in the jail: the resolver was set up before chroot and the bundle
+    # brings dnspython, so a DNSBL listing (A and TXT) reaches the client as Postfix words it.
+    code = f"{gw1.address.split('.')[-1]}.0.0.127.rbl.test"
+    server = DnsServer("127.0.0.53", {(code, "A"): ["127.0.0.2"], (code, "TXT"): ['"listed for tests"']})
+    try:
+        lab.ssh("gw1", "cp /etc/resolv.conf /etc/resolv.conf.test-saved && "
+                       "printf 'nameserver 127.0.0.53\\noptions timeout:1 attempts:1\\n' >/etc/resolv.conf && "
+                       "mta -c /etc/postfix postconf -e 'smtpd_client_restrictions = reject_rbl_client rbl.test'")
+        lab.ssh("gw1", "mta -c /etc/postfix reload")
+        deadline = time.monotonic() + 30
+        reply: tuple[int, bytes] = (0, b"")
+        while time.monotonic() < deadline:
+            with smtplib.SMTP(gw1.address, 25, timeout=30, source_address=(gw1.address, 0)) as smtp:
+                smtp.helo("client.example")
+                smtp.mail("a@example.org")
+                reply = smtp.rcpt(f"root@{gw1.name}")
+            if reply[0] == 554:
+                break
+            time.sleep(0.2)  # the reload reaches new smtpd processes only
+        assert reply == (554, f"5.7.1 Service unavailable; Client host [{gw1.address}] blocked using rbl.test; "
+                              "listed for tests".encode())
+        assert (code, "TXT") in server.queries
+    finally:
+        server.close()
+        lab.ssh("gw1", "mv /etc/resolv.conf.test-saved /etc/resolv.conf", check=False)

@@ -227,3 +227,33 @@ def test_swaks_client_and_smtp_replies(make_mta) -> None:  # type: ignore[no-unt
         capture_output=True, text=True, timeout=60,
     )
     assert "<** 454 4.7.1 <victim@elsewhere.example>: Relay access denied" in relay.stdout
+
+
+def test_hold_and_discard_actions(make_mta) -> None:  # type: ignore[no-untyped-def]
+    """smtpd's HOLD puts the message in hold/ (postqueue marks it !, postsuper -H releases it);
+    DISCARD gives the client a queue ID and keeps nothing."""
+    mta = make_mta(main_extra="smtpd_sender_restrictions = check_sender_access inline:{ "
+                              "{held@remote.example=HOLD}, {junk@remote.example=DISCARD} }\n")
+    mta.start()
+    for sender in ("held@remote.example", "junk@remote.example"):
+        with smtplib.SMTP("127.0.0.1", mta.port, timeout=30, source_address=("127.0.0.2", 0)) as client:
+            client.ehlo("client.example.test")  # a client outside mynetworks
+            client.mail(sender)
+            assert client.rcpt(f"{U1}@{DOMAIN}")[0] == 250
+            assert client.rcpt("bob@elsewhere.example")[0] == (454 if sender.startswith("held") else 250)
+            code, text = client.data(b"Subject: action\r\n\r\nbody\r\n")
+            assert code == 250 and text.startswith(b"2.0.0 Ok: queued as ")
+    wait_for(lambda: "NOQUEUE: discard:" in mta.log(), what="the discard log line")
+    time.sleep(1.5)  # a wrongly queued message would be delivered by now
+    assert maildir_messages(home(U1)) == []
+    [held] = mta.queue_files("hold")
+    assert mta.queue_files("incoming") == [] and mta.queue_files("active") == []
+    log = mta.log()
+    assert ("[127.0.0.2]: <held@remote.example>: Sender address triggers "
+            f"HOLD action; from=<held@remote.example> to=<{U1}@{DOMAIN}> proto=ESMTP helo=<client.example.test>") in log
+    assert log.count("NOQUEUE: hold:") == 1 and log.count("NOQUEUE: discard:") == 1
+    listing = mta.run("postqueue", "-p").stdout.decode()
+    assert f"{held.name}!" in listing and "junk@remote.example" not in listing
+    mta.run("postsuper", "-H", held.name)
+    mta.run("postqueue", "-f")
+    wait_for(lambda: len(maildir_messages(home(U1))) == 1, what="delivery after release from hold")

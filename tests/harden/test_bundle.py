@@ -16,6 +16,7 @@ from harden.transport import transport_open
 def test_reproducible_and_versioned_by_content() -> None:
     a, b = bundle_build(), bundle_build()
     assert a.version == b.version and a.data == b.data
+    assert a.data[:2] == b"\x1f\x8b" and a.data[4:8] == b"\0\0\0\0"  # gzip time stamp fixed, not the clock
     assert a.version.startswith("0.1.0+") and len(a.version.split("+")[1]) == 12
 
 

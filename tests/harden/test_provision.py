@@ -158,3 +158,30 @@ def test_template_change_under_check_and_template_typo(lab: LabFixture, tmp_path
     [failed] = provision(inv, "gw3*", templates=site)
     assert failed.status == "failed" and f"templates/main.cf.j2:{number}: " in failed.error and "myorgin" in failed.error
     assert lab.ssh("gw3", "sha256sum /etc/postfix/main.cf /etc/postfix/master.cf").stdout == before
+
+
+def test_a_master_whose_smtpd_cannot_start_fails_verify(lab: LabFixture, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    import harden.provision as provision_mod
+    from harden.render import TEMPLATES
+
+    inv = inventory_load(lab.dir / "inventory.yml")
+    site = tmp_path / "templates"
+    shutil.copytree(TEMPLATES, site)
+    # No restriction left that can refuse relaying: smtpd refuses to start (as Postfix's does),
+    # while the master, which owns the listener, runs on.
+    with (site / "main.cf.j2").open("a") as f:
+        f.write("smtpd_relay_restrictions = permit_mynetworks\nsmtpd_recipient_restrictions = permit_mynetworks\n")
+    monkeypatch.setattr(provision_mod, "VERIFY_SECONDS", 5)
+    try:
+        started = time.monotonic()
+        [failed] = provision(inv, "gw3*", templates=site)
+        assert time.monotonic() - started < 30
+        assert failed.status == "failed"
+        assert "verify: no SMTP banner on" in failed.error and "within 5 s" in failed.error
+        assert "the MTA's log says:" in failed.error and "specify at least one working instance" in failed.error
+    finally:
+        [restored] = provision(inv, "gw3*")
+        assert restored.status == "changed", restored.error

@@ -12,6 +12,7 @@ from typing import Iterator
 import paramiko
 import pytest
 
+from harden.errors import LabError
 from harden.lab import host as lab_host
 from harden.lab.fleet import lab_down, lab_state, lab_up
 from harden.lab.loopback import lo_addresses
@@ -172,6 +173,21 @@ def test_up_after_a_crash_cleans_leftovers() -> None:
         assert LabFixture(lab_dir).ssh("gw2", "hostname").stdout.strip() == "gw2.lab.example"
     finally:
         lab_down(lab_dir)
+
+
+def test_up_refuses_addresses_another_lab_holds() -> None:
+    first, second = (Path(f"/var/tmp/harden-lab-{n}-{os.getpid()}") for n in ("held", "clash"))
+    lab_up(1, first, first_address="127.0.0.161")
+    try:
+        before = LabFixture(first).ssh("gw1", "cat /etc/ssh/ssh_host_ed25519_key.pub").stdout
+        with pytest.raises(LabError, match=r"port 22 is already in use on 127\.0\.0\.161 \(a lab left up"):
+            lab_up(2, second, first_address="127.0.0.160")
+        assert not second.exists()
+        assert "127.0.0.160" not in lo_addresses()
+        # The first lab is untouched: same host, same key.
+        assert LabFixture(first).ssh("gw1", "cat /etc/ssh/ssh_host_ed25519_key.pub").stdout == before
+    finally:
+        lab_down(first)
 
 
 def test_fresh_lab_restores_the_initial_state(lab: LabFixture) -> None:

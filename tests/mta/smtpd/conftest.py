@@ -48,6 +48,7 @@ class Submission:
     recipients: list[str]
     content: bytes
     attrs: dict[str, str]
+    flags: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -81,7 +82,7 @@ class FakeCleanup:
                 message, content = received
                 self.submissions.append(Submission(
                     message["sender"], [r["address"] for r in message["recipients"]],
-                    content or b"", message["attrs"]))
+                    content or b"", message["attrs"], message.get("flags", [])))
                 channel.send(self.reply(len(self.submissions)))
             finally:
                 channel.close()

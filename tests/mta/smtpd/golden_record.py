@@ -3,6 +3,8 @@
 Not a test: run it as root when a case is added or changed, then review the
 .ref diff. ``.venv/bin/python -m tests.mta.smtpd.golden_record [CASE ...]``.
 
+GOLDEN_SHOW=1 also prints what Postfix logged and the files left in hold/.
+
 Each case runs against a fresh Postfix started from the unpacked Debian .deb
 (scripts/fetch-postfix.sh), configured like conftest.BASE_MAIN_CF plus GOLDEN_MAIN_CF
 and the case's own ``# main.cf: name = value`` header lines, listening on
@@ -67,6 +69,11 @@ def postfix_record(root: Path, config: str, data: bytes) -> bytes:
                         raise
                     time.sleep(0.1)
         finally:
+            if os.environ.get("GOLDEN_SHOW"):  # for the recorder's reviewer: what Postfix logged and queued
+                time.sleep(1)
+                print((base / "maillog").read_text() if (base / "maillog").exists() else "(no log)")
+                print(subprocess.run(["find", str(base / "spool"), "-type", "f", "-path", "*/hold/*"],
+                                     capture_output=True, text=True).stdout)
             subprocess.run([*postfix, "stop"], env=env, capture_output=True, timeout=60)
     finally:
         shutil.rmtree(base, ignore_errors=True)
