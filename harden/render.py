@@ -93,6 +93,7 @@ def master_services(s: GatewaySettings) -> list[ServiceLine]:
         ServiceLine("cleanup", "unix", "n", "-", yn("cleanup"), "-", "0", "cleanup"),
         ServiceLine("qmgr", "unix", "n", "-", yn("qmgr"), "300", "1", "qmgr"),
         ServiceLine("showq", "unix", "n", "-", yn("showq"), "-", "-", "showq"),
+        ServiceLine("anvil", "unix", "-", "-", yn("anvil"), "-", "1", "anvil"),
         ServiceLine("local", "unix", "-", "n", "n", "-", "-", "local"),
         ServiceLine("postdrop", "unix", "n", "-", "n", "-", "-", "postdrop"),
     ]

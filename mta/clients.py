@@ -90,3 +90,24 @@ def deliver_request(
         return channel.request(dict(request, op="deliver"))
     finally:
         channel.close()
+
+
+def anvil_connect(queue_dir: Path, ident: str, timeout: float = 10.0) -> tuple[proto.Channel, int, int]:
+    """Count a connection at anvil: (the channel that holds it open, count, rate).
+
+    Keep the channel open while the connection lasts; closing it ends the
+    connection at anvil. Raises OSError or proto.ProtocolError when anvil
+    cannot be reached or answers nonsense.
+    """
+    channel = proto.unix_connect(str(queue_dir / "private" / "anvil"), timeout=timeout)
+    try:
+        reply = channel.request({"op": "connect", "ident": ident})
+        if reply.get("status") != proto.OK:
+            raise proto.ProtocolError(f"anvil: status {reply.get('status')!r}")
+        return channel, int(reply["count"]), int(reply["rate"])
+    except (KeyError, TypeError, ValueError) as exc:
+        channel.close()
+        raise proto.ProtocolError(f"anvil: malformed reply ({exc})") from None
+    except BaseException:
+        channel.close()
+        raise

@@ -2,11 +2,13 @@
 
 CONTRACT. A daemon is a module named in skeleton.DAEMONS. It defines:
 
-    SERVER: str                       "single" (one connection at a time) or "trigger"
+    SERVER: str                       "single" (one connection at a time), "multi" or "trigger"
     def pre_init(ctx) -> None         before chroot and privilege drop: import, open tables
     def post_init(ctx) -> None        after them
     def service(conn, ctx) -> None    SERVER == "single": serve one accepted connection
     def trigger(data, ctx) -> None    SERVER == "trigger": handle trigger bytes (b"W" on wakeup)
+    def request(conn, ctx) -> bool    SERVER == "multi": answer one request of a connected client
+    def closed(conn, ctx) -> None     SERVER == "multi": that client is gone
     def pre_exit(ctx) -> None         optional: the process is about to exit normally
     CHROOT_FORBIDDEN: bool            optional: True refuses a master.cf row with chroot = y
 
@@ -50,7 +52,7 @@ from mta.config import MainConfig
 from mta.errors import MtaError
 from mta.maps import MAP_TYPES
 from mta.service_table import ServiceRow
-from mta.skeleton_loop import ServerDone, Signals, single_server, trigger_server
+from mta.skeleton_loop import ServerDone, Signals, multi_server, single_server, trigger_server
 
 # master.cf command -> module implementing it.
 DAEMONS: dict[str, str] = {
@@ -61,6 +63,7 @@ DAEMONS: dict[str, str] = {
     "qmgr": "mta.qmgr",
     "local": "mta.local",
     "showq": "mta.showq",
+    "anvil": "mta.anvil",
 }
 
 
@@ -298,13 +301,17 @@ def _serve(daemon: Any, ctx: DaemonContext, listen_fds: Sequence[int], status_fd
            signals: Signals) -> None:
     """Run the server loop the daemon's SERVER names, with its service() or trigger()."""
     kind = getattr(daemon, "SERVER", "single")
-    hook = getattr(daemon, {"single": "service", "trigger": "trigger"}.get(kind, "service"), None)
-    if kind not in ("single", "trigger"):
+    hooks = {"single": "service", "trigger": "trigger", "multi": "request"}
+    if kind not in hooks:
         raise DaemonError(f"{ctx.service.command}: unknown SERVER kind {kind!r}")
+    hook = getattr(daemon, hooks[kind], None)
     if hook is None:
-        raise DaemonError(f"{ctx.service.command}: {kind} server has no "
-                          f"{'service' if kind == 'single' else 'trigger'}() function")
-    if kind == "single":
+        raise DaemonError(f"{ctx.service.command}: {kind} server has no {hooks[kind]}() function")
+    if kind == "multi":
+        gone = getattr(daemon, "closed", None)
+        multi_server(lambda conn: hook(conn, ctx), lambda conn: gone(conn, ctx) if gone else None,
+                     listen_fds, status_fd, lifeline_fd, signals)
+    elif kind == "single":
         single_server(lambda conn: hook(conn, ctx), listen_fds, status_fd, lifeline_fd, signals,
                       ctx.cfg.get_int("max_use", minimum=0), ctx.cfg.get_time("max_idle", minimum=0))
     else:

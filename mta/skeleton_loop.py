@@ -1,4 +1,4 @@
-"""The server loops of a daemon process (Postfix's single_server and trigger_server): mta.skeleton's second half.
+"""The server loops of a daemon process (Postfix's single, multi and trigger servers): mta.skeleton's second half.
 
 A loop watches the service's inherited listening sockets, its lifeline pipe and
 a signal pipe. It reports busy and idle to the master on the status pipe as
@@ -7,6 +7,13 @@ STATUS records, and returns when it is time for the process to exit: SIGTERM
 service retired by a reload), the listener shut down by the master (service
 removed, mail system stopping), max_use or max_idle. A broken status pipe means
 the master is gone: ServerDone is raised and the process exits quietly.
+
+A multi server (Postfix's multi_server, as anvil uses) holds many client
+connections at once in one process: each readable connection gets one call
+of request(), which reads and answers one request and returns False when the
+client is gone; closed() then learns of the end, so state tied to a
+connection dies with it even when the client crashed. It reports idle only,
+since it never stops accepting.
 """
 
 from __future__ import annotations
@@ -184,3 +191,46 @@ def trigger_server(trigger: Callable[[bytes], None], listen_fds: Sequence[int], 
         if data:
             trigger(data)
         status_report(status_fd, STATUS_IDLE)
+
+
+def multi_server(request: Callable[[socket.socket], bool], closed: Callable[[socket.socket], None],
+                 listen_fds: Sequence[int], status_fd: int, lifeline_fd: int, signals: Signals) -> None:
+    """Serve every connected client in one process until SIGTERM or the lifeline ends it.
+
+    + request: called when a client is readable; False closes that client.
+    + closed: called once for each client, just before its socket is closed.
+    """
+    sel, _listeners = _selector(listen_fds, lifeline_fd, signals)
+    clients: set[socket.socket] = set()
+
+    def drop(conn: socket.socket) -> None:
+        sel.unregister(conn)
+        clients.discard(conn)
+        try:
+            closed(conn)
+        finally:
+            conn.close()
+
+    try:
+        while not signals.stop:
+            ready = sel.select(None)
+            if _should_exit(ready, signals):
+                return
+            for key, _ in ready:
+                if key.data == "client":
+                    conn = key.fileobj
+                    assert isinstance(conn, socket.socket)
+                    keep = False
+                    try:
+                        keep = request(conn)
+                    except OSError:
+                        keep = False
+                    if not keep:
+                        drop(conn)
+            accepted = _accept(ready)
+            if accepted is not None:
+                clients.add(accepted)
+                sel.register(accepted, selectors.EVENT_READ, "client")
+    finally:
+        for conn in list(clients):
+            drop(conn)

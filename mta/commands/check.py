@@ -18,6 +18,8 @@ and, unlike Postfix, exit status 1 when there is any (0 only when clean):
   is older than source file /etc/postfix/access``), or missing;
 - local, virtual or pipe marked chrooted in master.cf (they deliver as the
   recipient into the real file system and refuse to start so);
+- smtpd in master.cf with per-client connection limits but no anvil service
+  to count them;
 - dangerous settings: mynetworks that trusts the whole Internet or a public
   /8 or wider, no relay restriction that can refuse unauthorized relaying,
   an smtpd_banner that names the software or its version, VRFY left enabled.
@@ -100,6 +102,13 @@ def check_warnings(config_dir: Path) -> list[str]:
         if row.chroot and posixpath.basename(row.command) in NEVER_CHROOTED:
             warnings.append(f"{mc.config_dir / 'master.cf'}: service {row.service} ({row.command}) is chrooted; "
                             f"{row.command} must run with chroot = n")
+    commands = {posixpath.basename(row.command) for row in mc.rows}
+    if "smtpd" in commands and "anvil" not in commands:
+        limits = [name for name in ("smtpd_client_connection_count_limit", "smtpd_client_connection_rate_limit")
+                  if mc.cfg.get_int(name, 0)]
+        if limits:
+            warnings.append(f"{mc.config_dir / 'master.cf'}: no anvil service, so {' and '.join(limits)} "
+                            "cannot be enforced (add: anvil unix - - y - 1 anvil)")
     warnings += _setting_warnings(mc.cfg)
     corrupt = mc.queue_dir / queue.CORRUPT
     if corrupt.is_dir():

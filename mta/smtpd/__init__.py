@@ -23,9 +23,12 @@ lines are cut at line_length_limit, message content is bounded by
 message_size_limit and only buffered, never interpreted, and every read and
 write is bounded by smtpd_timeout. The daemon runs as mail_owner and, with
 chroot = y in master.cf, inside queue_directory; nothing is opened after
-pre_init except the cleanup socket (``public/cleanup``). Relay control is
-fixed (mynetworks, mydestination, relay_domains) until the restriction
-language arrives.
+pre_init except the cleanup socket (``public/cleanup``) and anvil's
+(``private/anvil``, which counts each client's connections across every
+smtpd process: smtpd_client_connection_count_limit and
+smtpd_client_connection_rate_limit). What a client may do is decided by the
+restriction lists (mta.smtpd.restrictions) and relay control
+(mta.smtpd.policy).
 
 WHY NOT AIOSMTPD. aiosmtpd (aio-libs) serves many sessions from one asyncio
 event loop with per-command handler hooks. That model fights the master's:
@@ -47,6 +50,7 @@ this server as 20 processes 4400/s, aiosmtpd's single event loop 1800/s.
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 from typing import TYPE_CHECKING
 
@@ -68,7 +72,7 @@ def pre_init(ctx: "DaemonContext") -> None:
     the service); a table that cannot be opened is only a warning (see policy).
     """
     policy = RecipientPolicy.from_config(ctx.cfg)  # first: a bad mynetworks is reported as such
-    ctx.state["settings"] = SmtpdSettings.from_config(ctx.cfg)
+    ctx.state["settings"] = dataclasses.replace(SmtpdSettings.from_config(ctx.cfg), service_name=ctx.service.service)
     ctx.state["policy"] = policy
     ctx.state["restrictions"] = Restrictions(ctx.cfg, policy)
 

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Callable
 
 from mta import log
-from mta.clients import cleanup_submit
+from mta.clients import anvil_connect, cleanup_submit
+from mta.proto import Channel, ProtocolError
 from mta.smtpd.chat import (
     SessionLost,
     SessionTimeout,
@@ -92,6 +93,7 @@ class SessionLoop:
         self.ill_pipelining = False
         self.tls_active = False
         self.tls_info = ""
+        self.anvil: Channel | None = None  # held open while the session lasts (anvil's count)
         exclusions = settings.bare_newline_exclusions
         self.bare_exempt = bool(exclusions is not None and exclusions.match(self.address, self.name))
         self.mail_reset()
@@ -103,8 +105,11 @@ class SessionLoop:
         log.msg_info(f"connect from {self.namaddr}")
         self.trusted = self.policy.client_trusted(self.address, self.name)
         try:
-            early = self.check_early(CLIENT)
-            if early is not None:
+            limited = self._limits()
+            early = None if limited else self.check_early(CLIENT)
+            if limited:
+                self.reply(f"421 4.7.0 {self.settings.myhostname} Error: too many connections from {self.address}")
+            elif early is not None:
                 self.denied = f"503 5.7.0 Error: access denied for {self.name}[{self.address}]"
                 self.reject(early)
             else:
@@ -120,7 +125,33 @@ class SessionLoop:
                 pass
         except SessionLost:
             self.reason = "lost connection"
+        finally:
+            if self.anvil is not None:
+                self.anvil.close()  # anvil counts this connection as ended
         self._log_end()
+
+    def _limits(self) -> bool:
+        """Count this connection at anvil; True when it is over a per-client limit (then log why)."""
+        settings = self.settings
+        if not (settings.connection_count_limit or settings.connection_rate_limit):
+            return False
+        exceptions = settings.event_limit_exceptions
+        if exceptions is not None and exceptions.match(self.address, self.name):
+            return False
+        try:
+            self.anvil, count, rate = anvil_connect(self.queue_dir, f"{settings.service_name}:{self.address}")
+        except (OSError, ProtocolError) as exc:
+            log.msg_warn(f"connect to {self.queue_dir / 'private' / 'anvil'}: {exc}; "
+                         "no per-client connection limits for this session")
+            return False
+        for what, value, limit in (("concurrency", count, settings.connection_count_limit),
+                                   ("rate", rate, settings.connection_rate_limit)):
+            if limit and value > limit:
+                log.msg_warn(f"Connection {what} limit exceeded: {value} from {self.namaddr} "
+                             f"for service {settings.service_name}")
+                self.hangup = True
+                return True
+        return False
 
     def _loop(self) -> None:
         settings = self.settings

@@ -44,6 +44,10 @@ class SmtpdSettings:
     bare_newline_exclusions: NetworkList | None = None
     bare_newline_reject_code: int = 550
     tls: TlsSettings = TlsSettings("none", None, False)
+    connection_count_limit: int = 0  # concurrent connections per client (0: no limit)
+    connection_rate_limit: int = 0  # connections per client per anvil_rate_time_unit (0: no limit)
+    event_limit_exceptions: NetworkList | None = None  # clients the limits spare ($mynetworks)
+    service_name: str = "smtp"  # the master.cf service, in anvil's ident and the limit warnings
 
     @classmethod
     def from_config(cls, cfg: "MainConfig") -> "SmtpdSettings":
@@ -75,6 +79,9 @@ class SmtpdSettings:
             bare_newline_exclusions=network_list(cfg, "smtpd_forbid_bare_newline_exclusions"),
             bare_newline_reject_code=cfg.get_int("smtpd_forbid_bare_newline_reject_code", 400, 599),
             tls=tls_settings(cfg),
+            connection_count_limit=cfg.get_int("smtpd_client_connection_count_limit", 0),
+            connection_rate_limit=cfg.get_int("smtpd_client_connection_rate_limit", 0),
+            event_limit_exceptions=network_list(cfg, "smtpd_client_event_limit_exceptions"),
         )
 
 

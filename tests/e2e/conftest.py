@@ -137,6 +137,7 @@ cleanup   unix  n       -       n       -       0       cleanup
 qmgr      unix  n       -       n       300     1       qmgr
 local     unix  -       n       n       -       -       local
 showq     unix  n       -       n       -       -       showq
+anvil     unix  -       -       n       -       1       anvil
 postdrop  unix  n       -       n       -       -       postdrop
 """
 

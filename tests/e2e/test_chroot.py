@@ -54,28 +54,42 @@ def test_smtpd_jailed_and_unprivileged_local_not(fresh_lab: LabFixture) -> None:
     stamp = [line for line in log.splitlines() if "mta/smtpd" in line][-1][:15]
     tokyo = lab.ssh("gw1", "date '+%b %e %H:%M'").stdout.strip()
     assert stamp[:12] == tokyo[:12] or stamp[:9] == tokyo[:9]  # same hour (allowing a minute boundary)
-    # DNS restrictions in the jail: the resolver was set up before chroot and the bundle
-    # brings dnspython, so a DNSBL listing (A and TXT) reaches the client as Postfix words it.
+    # DNS in the jail. The RBL lookups use the resolver set up before chroot (dnspython, shipped
+    # in the bundle); the client's name comes from the C library inside the jail, through the
+    # jail's copies of resolv.conf and nsswitch.conf, as Postfix's does.
     code = f"{gw1.address.split('.')[-1]}.0.0.127.rbl.test"
-    server = DnsServer("127.0.0.53", {(code, "A"): ["127.0.0.2"], (code, "TXT"): ['"listed for tests"']})
+    server = DnsServer("127.0.0.53", {
+        (code, "A"): ["127.0.0.2"], (code, "TXT"): ['"listed for tests"'],
+        ("201.0.0.127.in-addr.arpa", "PTR"): ["good.rdns.test."], ("good.rdns.test", "A"): ["127.0.0.201"],
+        ("202.0.0.127.in-addr.arpa", "PTR"): ["forged.rdns.test."], ("forged.rdns.test", "A"): ["192.0.2.1"],
+    })
     try:
         lab.ssh("gw1", "cp /etc/resolv.conf /etc/resolv.conf.test-saved && "
                        "printf 'nameserver 127.0.0.53\\noptions timeout:1 attempts:1\\n' >/etc/resolv.conf && "
-                       "mta -c /etc/postfix postconf -e 'smtpd_client_restrictions = reject_rbl_client rbl.test'")
+                       "cp /etc/resolv.conf /var/spool/postfix/etc/resolv.conf && "
+                       "mta -c /etc/postfix postconf -e 'smtpd_client_restrictions = reject_rbl_client rbl.test, "
+                       "reject_unknown_client_hostname'")
         lab.ssh("gw1", "mta -c /etc/postfix reload")
-        deadline = time.monotonic() + 30
-        reply: tuple[int, bytes] = (0, b"")
-        while time.monotonic() < deadline:
-            with smtplib.SMTP(gw1.address, 25, timeout=30, source_address=(gw1.address, 0)) as smtp:
+
+        def rcpt(source: str) -> tuple[int, bytes]:
+            with smtplib.SMTP(gw1.address, 25, timeout=30, source_address=(source, 0)) as smtp:
                 smtp.helo("client.example")
                 smtp.mail("a@example.org")
-                reply = smtp.rcpt(f"root@{gw1.name}")
-            if reply[0] == 554:
-                break
+                return smtp.rcpt(f"root@{gw1.name}")
+
+        deadline = time.monotonic() + 30
+        while rcpt(gw1.address)[0] != 554 and time.monotonic() < deadline:
             time.sleep(0.2)  # the reload reaches new smtpd processes only
-        assert reply == (554, f"5.7.1 Service unavailable; Client host [{gw1.address}] blocked using rbl.test; "
-                              "listed for tests".encode())
+        assert rcpt(gw1.address) == (554, f"5.7.1 Service unavailable; Client host [{gw1.address}] blocked "
+                                          "using rbl.test; listed for tests".encode())
         assert (code, "TXT") in server.queries
+        assert rcpt("127.0.0.201")[0] == 250  # PTR and A agree
+        assert rcpt("127.0.0.202") == (450, b"4.7.25 Client host rejected: cannot find your hostname, "
+                                            b"[127.0.0.202]")  # the A record does not lead back
+        log = lab.ssh("gw1", "cat /var/log/mail.log").stdout
+        assert "connect from good.rdns.test[127.0.0.201]" in log
+        assert "connect from unknown[127.0.0.202]" in log
     finally:
         server.close()
-        lab.ssh("gw1", "mv /etc/resolv.conf.test-saved /etc/resolv.conf", check=False)
+        lab.ssh("gw1", "mv /etc/resolv.conf.test-saved /etc/resolv.conf && "
+                       "cp /etc/resolv.conf /var/spool/postfix/etc/resolv.conf", check=False)

@@ -68,7 +68,8 @@ def test_tables_chroot_and_dangerous_settings(config: Path) -> None:
                       f"alias_maps = hash:{config}/aliases\nmynetworks = 127.0.0.0/8, 0.0.0.0/0, 12.0.0.0/8\n"
                       "smtpd_relay_restrictions = permit_mynetworks\nsmtpd_banner = $myhostname ESMTP $mail_name\n"
                       "disable_vrfy_command = no\n")
-    (config / "master.cf").write_text("pickup unix n - n 60 1 pickup\nlocal unix - n y - - local\n")
+    (config / "master.cf").write_text("pickup unix n - n 60 1 pickup\nlocal unix - n y - - local\n"
+                                      "smtp inet n - n - - smtpd\n")
     warnings = check_warnings(config)
     assert f"database {config}/access.db is missing: run mta postmap hash:{config}/access" in warnings
     assert f"database {config}/aliases.db is older than source file {config}/aliases" in warnings
@@ -77,6 +78,11 @@ def test_tables_chroot_and_dangerous_settings(config: Path) -> None:
     assert any(w.startswith("neither smtpd_relay_restrictions nor smtpd_recipient_restrictions") for w in warnings)
     assert any(w.startswith("smtpd_banner = $myhostname ESMTP $mail_name tells every client") for w in warnings)
     assert any(w.startswith("disable_vrfy_command = no lets any client probe") for w in warnings)
+    assert f"{config}/master.cf: no anvil service, so smtpd_client_connection_count_limit cannot be enforced " \
+        "(add: anvil unix - - y - 1 anvil)" in warnings
+    with open(config / "master.cf", "a") as master_cf:
+        master_cf.write("anvil unix - - n - 1 anvil\n")
+    assert not any("anvil" in w for w in check_warnings(config))
 
 
 def test_a_configuration_that_does_not_load_is_fatal(config: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,121 @@
+"""Tests for mta.anvil: per-client counts and rates, released when the holder goes; served by a multi server."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from mta import anvil, proto
+from mta.anvil import Anvil
+from mta.clients import anvil_connect
+from mta.skeleton_loop import multi_server
+
+
+def test_counts_rates_and_release() -> None:
+    a = Anvil(unit=60)
+    assert (a.connect(1, "smtp:192.0.2.1", 1000).count, a.tallies["smtp:192.0.2.1"].rate) == (1, 1)
+    assert a.connect(2, "smtp:192.0.2.1", 1001).count == 2
+    assert a.connect(2, "smtp:192.0.2.2", 1001).count == 1  # another client has its own
+    a.release(2)
+    assert a.lookup("smtp:192.0.2.1", 1002).count == 1 and a.lookup("smtp:192.0.2.2", 1002).count == 0
+    assert a.lookup("smtp:192.0.2.1", 1002).rate == 2  # the rate remembers what was closed
+    # A new window once the unit has passed since the window started.
+    assert a.lookup("smtp:192.0.2.1", 1060).rate == 0
+    tally = a.connect(3, "smtp:192.0.2.1", 1060)
+    assert (tally.count, tally.rate) == (2, 1)
+    a.release(99)  # unknown holder: nothing happens
+    assert a.lookup("nobody", 1060).count == 0
+
+
+def test_forgets_idle_clients(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(anvil, "PRUNE_EVERY", 10)
+    a = Anvil(unit=60)
+    for n in range(9):
+        a.connect(n, f"smtp:192.0.2.{n}", 1000)
+        a.release(n)
+    a.connect(100, "smtp:198.51.100.1", 1061)  # the tenth request sweeps: the nine are closed and expired
+    assert list(a.tallies) == ["smtp:198.51.100.1"]
+
+
+def test_peaks_are_logged_at_exit(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    ctx = type("Ctx", (), {"state": {"anvil": Anvil(unit=60)}})()
+    for holder in range(3):
+        ctx.state["anvil"].connect(holder, "smtp:192.0.2.7", 1_700_000_000)
+    monkeypatch.setattr(logging.getLogger("mta"), "propagate", True)
+    caplog.set_level(logging.INFO, logger="mta")
+    anvil.pre_exit(ctx)  # type: ignore[arg-type]
+    assert "statistics: max connection rate 3/60s for (smtp:192.0.2.7) at " in caplog.text
+    assert "statistics: max connection count 3 for (smtp:192.0.2.7) at " in caplog.text
+
+
+class Stopper:
+    """What multi_server needs of skeleton_loop.Signals, usable outside the main thread."""
+
+    def __init__(self) -> None:
+        self.stop = False
+        self.wake_r, self.wake_w = os.pipe()
+
+    def drain(self) -> None:
+        os.read(self.wake_r, 100)
+
+    def set(self) -> None:
+        self.stop = True
+        os.write(self.wake_w, b"x")
+
+
+@pytest.fixture()
+def served(tmp_path: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """anvil's request()/closed() behind a real multi server on private/anvil."""
+    (tmp_path / "private").mkdir()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(tmp_path / "private" / "anvil"))
+    listener.listen(16)
+    ctx = type("Ctx", (), {"state": {"anvil": Anvil(unit=60), "channels": {}}})()
+    stopper = Stopper()
+    thread = threading.Thread(target=multi_server, args=(
+        lambda conn: anvil.request(conn, ctx), lambda conn: anvil.closed(conn, ctx),  # type: ignore[arg-type]
+        [listener.fileno()], -1, -1, stopper), daemon=True)
+    thread.start()
+    yield tmp_path, ctx.state
+    stopper.set()
+    thread.join(5)
+    assert not thread.is_alive()
+    listener.close()
+
+
+def test_many_clients_at_once_and_a_client_that_dies(served: tuple[Path, dict[str, Any]]) -> None:
+    queue_dir, state = served
+    held = []
+    for n in range(1, 4):
+        channel, count, rate = anvil_connect(queue_dir, "smtp:192.0.2.1")
+        assert (count, rate) == (n, n)
+        held.append(channel)
+    held.pop().close()  # an smtpd that ends its session (or dies: the kernel closes its socket)
+    channel, count, rate = anvil_connect(queue_dir, "smtp:192.0.2.1")
+    assert (count, rate) == (3, 4)
+    held.append(channel)
+    # A client breaking the protocol is dropped, and what it held is released with it.
+    rogue, count, _ = anvil_connect(queue_dir, "smtp:192.0.2.1")
+    assert count == 4
+    rogue.send({"op": "explode", "ident": "x"})
+    assert rogue.receive() is None
+    rogue.close()
+    lookup = proto.unix_connect(str(queue_dir / "private" / "anvil"))
+    assert lookup.request({"op": "lookup", "ident": "smtp:192.0.2.1"})["count"] == 3
+    lookup.close()
+    for channel in held:
+        channel.close()
+    lookup = proto.unix_connect(str(queue_dir / "private" / "anvil"))
+    assert lookup.request({"op": "lookup", "ident": "smtp:192.0.2.1"}) == {"status": 0, "count": 0, "rate": 5}
+    lookup.close()
+    deadline = time.monotonic() + 5
+    while (state["anvil"].held or state["channels"]) and time.monotonic() < deadline:
+        time.sleep(0.01)  # the server sees the last close on its next turn
+    assert state["anvil"].held == {} and state["channels"] == {}
