@@ -157,6 +157,9 @@ smtpd_sender_restrictions = reject_non_fqdn_sender, check_sender_access hash:{et
 smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
 smtpd_recipient_restrictions = reject_non_fqdn_recipient, reject_unlisted_recipient,
     check_recipient_access hash:{etc}/access, reject_unauth_destination
+# The load generator counts as an Internet client: every list runs to its end and anvil
+# counts each connection (smtpd_client_connection_count_limit = 50, the default).
+mynetworks = 192.0.2.0/24
 """
 
 
@@ -209,7 +212,7 @@ pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
 qmgr      unix  n       -       n       300     1       qmgr
 local     unix  -       n       n       -       -       local
-""")
+""" + ("anvil     unix  -       -       n       -       1       anvil\n" if self.hardened else ""))
 
     def start(self) -> None:
         subprocess.run([self.mta, "-c", str(self.etc), "start"], check=True, capture_output=True, timeout=60)

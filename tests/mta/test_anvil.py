@@ -81,13 +81,15 @@ def served(tmp_path: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
     stopper = Stopper()
     thread = threading.Thread(target=multi_server, args=(
         lambda conn: anvil.request(conn, ctx), lambda conn: anvil.closed(conn, ctx),  # type: ignore[arg-type]
-        [listener.fileno()], -1, -1, stopper), daemon=True)
+        [os.dup(listener.fileno())], -1, -1, stopper), daemon=True)  # the loop's socket object owns the copy
     thread.start()
     yield tmp_path, ctx.state
     stopper.set()
     thread.join(5)
     assert not thread.is_alive()
     listener.close()
+    os.close(stopper.wake_r)
+    os.close(stopper.wake_w)
 
 
 def test_many_clients_at_once_and_a_client_that_dies(served: tuple[Path, dict[str, Any]]) -> None:
