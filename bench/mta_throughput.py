@@ -353,7 +353,8 @@ def main() -> int:
         sides: list[Instance] = []
         if args.hardened:
             for flag, port in ((False, 2526), (True, 2527)):
-                inst = MtaInstance(base / f"mta{int(flag)}", port, home, hardened=flag)
+                profile = os.path.abspath(args.profile) if args.profile and flag else None  # the hardened side's
+                inst = MtaInstance(base / f"mta{int(flag)}", port, home, profile, hardened=flag)
                 inst.setup()
                 sides.append(inst)
         if args.only != "mta" and not args.hardened:

@@ -1,16 +1,18 @@
 """anvil: connection counts and rates per client, shared by every smtpd process (Postfix's anvil(8)).
 
-PROTOCOL (mta.proto lines on private/anvil). A client keeps its connection
-open for as long as it serves the remote client it asked about:
+PROTOCOL (mta.proto lines on private/anvil). Each smtpd process keeps one
+connection to anvil for its whole life, as Postfix's does:
 
     {"op": "connect", "ident": "SERVICE:ADDRESS"}  -> {"status": 0, "count": N, "rate": R}
+    {"op": "disconnect", "ident": ...}             (no reply)
     {"op": "lookup", "ident": ...}                 -> the same numbers, nothing counted
 
 ``connect`` counts one more concurrent connection for ident, held by this
 client connection, and one more connection in the current rate window;
-count and rate include it. When the client connection closes, for whatever
-reason (smtpd ended the session, crashed or was killed), its concurrent
-connections are released, so a count can never leak.
+count and rate include it. ``disconnect`` ends one that this client holds
+(it has no reply, so a session's end costs no round trip). When the client
+connection closes, for whatever reason (the smtpd process exited, crashed or
+was killed), everything it still holds is released, so a count never leaks.
 
 RATES use fixed windows of anvil_rate_time_unit (60 s) per ident, as
 Postfix's anvil: the window starts at an ident's first connection and its
@@ -97,6 +99,15 @@ class Anvil:
             return Tally(tally.count, now, 0)
         return tally
 
+    def disconnect(self, holder: int, ident: str) -> None:
+        """holder ends one connection of ident (nothing happens when it holds none)."""
+        idents = self.held.get(holder, [])
+        if ident in idents:
+            idents.remove(ident)
+            tally = self.tallies.get(ident)
+            if tally is not None and tally.count > 0:
+                tally.count -= 1
+
     def release(self, holder: int) -> None:
         """holder's connection closed: its connections end."""
         for ident in self.held.pop(holder, []):
@@ -131,11 +142,19 @@ def post_init(ctx: "DaemonContext") -> None:
 
 
 def request(conn: socket.socket, ctx: "DaemonContext") -> bool:
-    """Answer one request of a connected client; False when it has gone (or broke the protocol)."""
+    """Answer every request a connected client has sent; False when it has gone (or broke the protocol)."""
     channels: dict[int, proto.Channel] = ctx.state["channels"]
     channel = channels.get(conn.fileno())
     if channel is None:
         channel = channels[conn.fileno()] = proto.Channel(conn, timeout=10)
+    while True:
+        if not _answer(conn, channel, ctx):
+            return False
+        if not channel.pending():  # a disconnect and the next connect can arrive together
+            return True
+
+
+def _answer(conn: socket.socket, channel: proto.Channel, ctx: "DaemonContext") -> bool:
     try:
         received = channel.receive()
     except proto.ProtocolError as exc:
@@ -152,6 +171,9 @@ def request(conn: socket.socket, ctx: "DaemonContext") -> bool:
     now = time.time()
     if message.get("op") == "connect":
         tally = anvil.connect(conn.fileno(), ident, now)
+    elif message.get("op") == "disconnect":
+        anvil.disconnect(conn.fileno(), ident)
+        return True
     elif message.get("op") == "lookup":
         tally = anvil.lookup(ident, now)
     else:

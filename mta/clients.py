@@ -92,22 +92,53 @@ def deliver_request(
         channel.close()
 
 
-def anvil_connect(queue_dir: Path, ident: str, timeout: float = 10.0) -> tuple[proto.Channel, int, int]:
-    """Count a connection at anvil: (the channel that holds it open, count, rate).
 
-    Keep the channel open while the connection lasts; closing it ends the
-    connection at anvil. Raises OSError or proto.ProtocolError when anvil
-    cannot be reached or answers nonsense.
+class AnvilClient:
+    """An smtpd process's connection to anvil, kept across its sessions (made again when lost).
+
+    + queue_dir: as this process sees it (private/anvil lives there).
     """
-    channel = proto.unix_connect(str(queue_dir / "private" / "anvil"), timeout=timeout)
-    try:
-        reply = channel.request({"op": "connect", "ident": ident})
-        if reply.get("status") != proto.OK:
-            raise proto.ProtocolError(f"anvil: status {reply.get('status')!r}")
-        return channel, int(reply["count"]), int(reply["rate"])
-    except (KeyError, TypeError, ValueError) as exc:
-        channel.close()
-        raise proto.ProtocolError(f"anvil: malformed reply ({exc})") from None
-    except BaseException:
-        channel.close()
-        raise
+
+    def __init__(self, queue_dir: Path, timeout: float = 10.0) -> None:
+        self.path = str(queue_dir / "private" / "anvil")
+        self.timeout = timeout
+        self.channel: proto.Channel | None = None
+
+    def connect(self, ident: str) -> tuple[int, int]:
+        """Count a connection of ident: (count, rate), both including it.
+
+        Raises OSError or proto.ProtocolError when anvil cannot be reached or
+        answers nonsense. A connection that went stale (anvil restarted) is
+        made again once.
+        """
+        for attempt in (1, 2):
+            fresh = self.channel is None
+            if self.channel is None:
+                self.channel = proto.unix_connect(self.path, timeout=self.timeout)
+            try:
+                reply = self.channel.request({"op": "connect", "ident": ident})
+                if reply.get("status") != proto.OK:
+                    raise proto.ProtocolError(f"anvil: status {reply.get('status')!r}")
+                return int(reply["count"]), int(reply["rate"])
+            except (KeyError, TypeError, ValueError) as exc:
+                self.close()
+                raise proto.ProtocolError(f"anvil: malformed reply ({exc})") from None
+            except (OSError, proto.ProtocolError):
+                self.close()
+                if fresh or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def disconnect(self, ident: str) -> None:
+        """End a connection counted by connect() (no reply is awaited)."""
+        if self.channel is None:
+            return
+        try:
+            self.channel.send({"op": "disconnect", "ident": ident})
+        except OSError:
+            self.close()  # anvil is gone, and with it what this process held
+
+    def close(self) -> None:
+        if self.channel is not None:
+            self.channel.close()
+            self.channel = None

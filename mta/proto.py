@@ -9,9 +9,10 @@ attr_print/attr_scan, in a form Python reads natively).
 
 from __future__ import annotations
 
+import io
 import json
 import socket
-from typing import Any
+from typing import Any, cast
 
 MAX_LINE = 1 << 20  # a request line larger than this is refused
 
@@ -31,7 +32,7 @@ class Channel:
         self.sock = sock
         if timeout is not None:
             sock.settimeout(timeout)
-        self._rfile = sock.makefile("rb", buffering=65536)
+        self._rfile = cast(io.BufferedReader, sock.makefile("rb", buffering=65536))
 
     def send(self, message: dict[str, Any], content: bytes | None = None) -> None:
         """Send one message, with content bytes when given (content_length is set for you)."""
@@ -62,6 +63,22 @@ class Channel:
         if len(content) != length:
             raise ProtocolError("connection closed in the middle of a message body")
         return message, content
+
+    def pending(self) -> bool:
+        """Whether more input is at hand now (already buffered, or readable), without blocking.
+
+        A server that waits in select() must ask this after each message: a
+        client may send its next message before reading a reply, and the
+        buffer can then hold it while the socket itself has nothing new.
+        """
+        timeout = self.sock.gettimeout()
+        self.sock.setblocking(False)
+        try:
+            return bool(self._rfile.peek(1))
+        except (BlockingIOError, InterruptedError):
+            return False
+        finally:
+            self.sock.settimeout(timeout)
 
     def request(self, message: dict[str, Any], content: bytes | None = None) -> dict[str, Any]:
         """Send a request and wait for its one-line reply."""

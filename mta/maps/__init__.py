@@ -27,11 +27,14 @@ class Map:
       tables (regexp, pcre, cidr) set it False: smtpd-style searches give them
       only the full key, never the partial keys (parent domains, user@,
       truncated networks), as Postfix's DICT_FLAG_FIXED does.
+    + stable: True when an open table's answers never change (every type here:
+      each is read once, or opened immutable); callers may then remember them.
     """
 
     type_name: str = ""
     fold_case: bool = True
     fixed: bool = True
+    stable: bool = True
 
     def __init__(self, spec: str) -> None:
         self.spec = spec

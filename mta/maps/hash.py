@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 FORMAT = "mta-hash-1"
 SUFFIX = ".db"
+ANSWERS_MAX = 10000  # answers one open table remembers (then it starts afresh)
 
 
 def hash_db_path(name: str | Path) -> Path:
@@ -154,6 +155,7 @@ class HashMap(Map):
         except OSError as exc:
             raise MapError(f"open database {self.path}: {os.strerror(exc.errno or 0)}") from exc
         self.inode = (st.st_dev, st.st_ino)
+        self._answers: dict[str, str | None] = {}
         try:
             src_mtime = os.stat(self.source).st_mtime
         except OSError:
@@ -173,8 +175,18 @@ class HashMap(Map):
             raise MapError(f"open database {self.path}: unknown table format {row!r}")
 
     def lookup(self, key: str) -> str | None:
+        # The file is opened immutable and replaced only by rename, so what this handle
+        # answered once stays true for it: remember answers (misses too), within a bound.
+        try:
+            return self._answers[key]
+        except KeyError:
+            pass
         row = self._conn.execute("SELECT v FROM map WHERE k = ?", (key,)).fetchone()
-        return None if row is None else row[0]
+        value = None if row is None else row[0]
+        if len(self._answers) >= ANSWERS_MAX:
+            self._answers.clear()
+        self._answers[key] = value
+        return value
 
     def items(self) -> list[tuple[str, str]]:
         """All entries, in key order (postmap -s)."""

@@ -54,6 +54,7 @@ import dataclasses
 import socket
 from typing import TYPE_CHECKING
 
+from mta.clients import AnvilClient
 from mta.smtpd.policy import RecipientPolicy
 from mta.smtpd.restrictions import Restrictions
 from mta.smtpd.server import SmtpSession
@@ -84,8 +85,11 @@ def post_init(ctx: "DaemonContext") -> None:
 def service(conn: socket.socket, ctx: "DaemonContext") -> None:
     """Serve one SMTP session on an accepted connection, then close it."""
     try:
+        anvil = ctx.state.get("anvil")
+        if anvil is None:
+            anvil = ctx.state["anvil"] = AnvilClient(ctx.queue_dir)  # kept for the process's life
         SmtpSession(conn, ctx.state["settings"], ctx.state["policy"], ctx.queue_dir,
-                    restrictions=ctx.state["restrictions"]).run()
+                    restrictions=ctx.state["restrictions"], anvil=anvil).run()
     finally:
         try:
             conn.close()

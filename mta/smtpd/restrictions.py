@@ -238,6 +238,9 @@ class Restrictions:
                 log.msg_warn(str(exc))
                 self.lists[stage] = []
         self._inline: dict[str, list[Restriction]] = {}
+        # Access-table answers by (table, stage, what was looked up): the same client, sender
+        # or recipient domain comes back often, and an open table's answers do not change.
+        self._memo: dict[tuple[object, ...], object] = {}
         working = {"reject_unauth_destination", "defer_unauth_destination", "reject", "defer", "defer_if_permit",
                    "check_relay_domains"}
         words = {w.lower() for stage in (RELAY, RECIPIENT) for w in split_list(cfg.get(LISTS[stage]))}
@@ -438,6 +441,31 @@ class Restrictions:
 
     def _access(self, r: Restriction, what: str, stage: str, state: CheckState) -> str:
         assert r.table is not None
+        if what == CLIENT:
+            subject: tuple[object, ...] = (state.client_name, state.client_addr)
+        elif what == HELO:
+            subject = (state.helo,)
+        else:
+            subject = (state.sender if what == SENDER else state.recipient,)
+        memo_key = (id(r.table), what, *subject)
+        match = self._memo.get(memo_key, _UNSEEN)
+        if match is _UNSEEN:
+            match = self._find(r, what, state)
+            if isinstance(match, str):
+                return match
+            if r.table.stable and not getattr(r.table, "error", None):
+                if len(self._memo) >= MEMO_MAX:
+                    self._memo.clear()
+                self._memo[memo_key] = match
+        if match is None:
+            return DUNNO
+        assert isinstance(match, AccessMatch)
+        return self._action(match.value, what, state,
+                            routed=what == RECIPIENT and address_has_routing(state.recipient or ""))
+
+    def _find(self, r: Restriction, what: str, state: CheckState) -> AccessMatch | str | None:
+        """The table's match for what is judged (None: no entry), or a reply: DUNNO, a lookup failure."""
+        assert r.table is not None
         s = self.settings
         maps = [r.table]
         match: AccessMatch | None
@@ -458,12 +486,9 @@ class Restrictions:
             match = access_find_address(maps, address, recipient_delimiter=s.recipient_delimiter,
                                         parent_domain_matches_subdomains=s.parent_domains,
                                         null_access_lookup_key=s.null_access_key)
-        if r.table is not None and getattr(r.table, "error", None):
+        if getattr(r.table, "error", None):
             return f"451 4.3.0 <{self._key(what, state)}>: Temporary lookup failure"
-        if match is None:
-            return DUNNO
-        return self._action(match.value, what, state,
-                            routed=what == RECIPIENT and address_has_routing(state.recipient or ""))
+        return match
 
     def _action(self, value: str, what: str, state: CheckState, routed: bool) -> str:
         s = self.settings
@@ -516,6 +541,8 @@ class Restrictions:
 
 
 _OPEN_MAPS: dict[str, Map] = {}
+_UNSEEN = object()
+MEMO_MAX = 10000  # remembered access-table answers per process (then it starts afresh)
 
 
 def _map_shared(spec: str, cfg: "MainConfig | None") -> Map:

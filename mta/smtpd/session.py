@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Callable
 
 from mta import log
-from mta.clients import anvil_connect, cleanup_submit
-from mta.proto import Channel, ProtocolError
+from mta.clients import AnvilClient, cleanup_submit
+from mta.proto import ProtocolError
 from mta.smtpd.chat import (
     SessionLost,
     SessionTimeout,
@@ -70,7 +70,7 @@ class SessionLoop:
 
     def __init__(self, conn: socket.socket, settings: SmtpdSettings, policy: RecipientPolicy,
                  queue_dir: Path, submit: Submit = cleanup_submit,
-                 restrictions: Restrictions | None = None) -> None:
+                 restrictions: Restrictions | None = None, anvil: AnvilClient | None = None) -> None:
         self.settings = settings
         self.policy = policy
         self.restrictions = restrictions
@@ -93,7 +93,8 @@ class SessionLoop:
         self.ill_pipelining = False
         self.tls_active = False
         self.tls_info = ""
-        self.anvil: Channel | None = None  # held open while the session lasts (anvil's count)
+        self.anvil = anvil  # the process's connection to anvil (None: no per-client limits)
+        self.anvil_ident: str | None = None  # what this session counted there
         exclusions = settings.bare_newline_exclusions
         self.bare_exempt = bool(exclusions is not None and exclusions.match(self.address, self.name))
         self.mail_reset()
@@ -126,24 +127,25 @@ class SessionLoop:
         except SessionLost:
             self.reason = "lost connection"
         finally:
-            if self.anvil is not None:
-                self.anvil.close()  # anvil counts this connection as ended
+            if self.anvil is not None and self.anvil_ident is not None:
+                self.anvil.disconnect(self.anvil_ident)
         self._log_end()
 
     def _limits(self) -> bool:
         """Count this connection at anvil; True when it is over a per-client limit (then log why)."""
         settings = self.settings
-        if not (settings.connection_count_limit or settings.connection_rate_limit):
+        if self.anvil is None or not (settings.connection_count_limit or settings.connection_rate_limit):
             return False
         exceptions = settings.event_limit_exceptions
         if exceptions is not None and exceptions.match(self.address, self.name):
             return False
+        ident = f"{settings.service_name}:{self.address}"
         try:
-            self.anvil, count, rate = anvil_connect(self.queue_dir, f"{settings.service_name}:{self.address}")
+            count, rate = self.anvil.connect(ident)
         except (OSError, ProtocolError) as exc:
-            log.msg_warn(f"connect to {self.queue_dir / 'private' / 'anvil'}: {exc}; "
-                         "no per-client connection limits for this session")
+            log.msg_warn(f"connect to {self.anvil.path}: {exc}; no per-client connection limits for this session")
             return False
+        self.anvil_ident = ident
         for what, value, limit in (("concurrency", count, settings.connection_count_limit),
                                    ("rate", rate, settings.connection_rate_limit)):
             if limit and value > limit:

@@ -14,7 +14,7 @@ import pytest
 
 from mta import anvil, proto
 from mta.anvil import Anvil
-from mta.clients import anvil_connect
+from mta.clients import AnvilClient
 from mta.skeleton_loop import multi_server
 
 
@@ -92,32 +92,73 @@ def served(tmp_path: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
     os.close(stopper.wake_w)
 
 
-def test_many_clients_at_once_and_a_client_that_dies(served: tuple[Path, dict[str, Any]]) -> None:
+def test_smtpd_processes_and_one_that_dies(served: tuple[Path, dict[str, Any]]) -> None:
+    """Each AnvilClient is one smtpd process: its sessions connect and disconnect over one channel."""
     queue_dir, state = served
-    held = []
-    for n in range(1, 4):
-        channel, count, rate = anvil_connect(queue_dir, "smtp:192.0.2.1")
-        assert (count, rate) == (n, n)
-        held.append(channel)
-    held.pop().close()  # an smtpd that ends its session (or dies: the kernel closes its socket)
-    channel, count, rate = anvil_connect(queue_dir, "smtp:192.0.2.1")
-    assert (count, rate) == (3, 4)
-    held.append(channel)
+    first, second, third = (AnvilClient(queue_dir) for _ in range(3))
+    assert first.connect("smtp:192.0.2.1") == (1, 1)
+    assert second.connect("smtp:192.0.2.1") == (2, 2)
+    channel = second.channel
+    assert second.connect("smtp:192.0.2.2") == (1, 1) and second.channel is channel  # one channel per process
+    second.disconnect("smtp:192.0.2.1")  # a session ended
+    assert third.connect("smtp:192.0.2.1") == (2, 3)
+    third.close()  # a process that dies releases what it held
+    assert first.connect("smtp:192.0.2.1") == (2, 4)
     # A client breaking the protocol is dropped, and what it held is released with it.
-    rogue, count, _ = anvil_connect(queue_dir, "smtp:192.0.2.1")
-    assert count == 4
+    rogue = proto.unix_connect(str(queue_dir / "private" / "anvil"))
+    assert rogue.request({"op": "connect", "ident": "smtp:192.0.2.1"})["count"] == 3
     rogue.send({"op": "explode", "ident": "x"})
     assert rogue.receive() is None
     rogue.close()
     lookup = proto.unix_connect(str(queue_dir / "private" / "anvil"))
-    assert lookup.request({"op": "lookup", "ident": "smtp:192.0.2.1"})["count"] == 3
+    assert lookup.request({"op": "lookup", "ident": "smtp:192.0.2.1"}) == {"status": 0, "count": 2, "rate": 5}
     lookup.close()
-    for channel in held:
-        channel.close()
-    lookup = proto.unix_connect(str(queue_dir / "private" / "anvil"))
-    assert lookup.request({"op": "lookup", "ident": "smtp:192.0.2.1"}) == {"status": 0, "count": 0, "rate": 5}
-    lookup.close()
+    first.close()
+    second.close()
     deadline = time.monotonic() + 5
     while (state["anvil"].held or state["channels"]) and time.monotonic() < deadline:
         time.sleep(0.01)  # the server sees the last close on its next turn
     assert state["anvil"].held == {} and state["channels"] == {}
+    assert state["anvil"].lookup("smtp:192.0.2.1", time.time()).count == 0
+
+
+def test_a_stale_channel_is_made_again(tmp_path: Path) -> None:
+    """anvil restarted: the process's old channel fails once, then a new one is made."""
+    (tmp_path / "private").mkdir()
+    path = str(tmp_path / "private" / "anvil")
+    client = AnvilClient(tmp_path, timeout=5)
+    with pytest.raises(OSError):
+        client.connect("smtp:192.0.2.1")  # no anvil at all: the error reaches smtpd, which warns
+    for generation in (1, 2):
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(path)
+        listener.listen(1)
+
+        def answer_once() -> None:
+            conn, _ = listener.accept()
+            channel = proto.Channel(conn, timeout=5)
+            received = channel.receive()
+            assert received is not None and received[0]["op"] == "connect"
+            channel.send({"status": 0, "count": generation, "rate": generation})
+            if generation == 1:
+                channel.close()  # then anvil goes away
+
+        server = threading.Thread(target=answer_once)
+        server.start()
+        assert client.connect("smtp:192.0.2.1") == (generation, generation)
+        server.join(5)
+        listener.close()
+        os.unlink(path)
+
+
+def test_requests_sent_together_are_all_answered(served: tuple[Path, dict[str, Any]]) -> None:
+    """A session's disconnect (no reply) and the next session's connect often arrive in one read."""
+    queue_dir, _ = served
+    channel = proto.unix_connect(str(queue_dir / "private" / "anvil"), timeout=2)
+    assert channel.request({"op": "connect", "ident": "smtp:192.0.2.9"})["count"] == 1
+    channel.sock.sendall(b'{"op":"disconnect","ident":"smtp:192.0.2.9"}\n{"op":"connect","ident":"smtp:192.0.2.9"}\n')
+    started = time.monotonic()
+    reply = channel.receive()  # within the channel's 2 s timeout, or TimeoutError
+    assert reply is not None and reply[0]["count"] == 1 and reply[0]["rate"] == 2
+    assert time.monotonic() - started < 1
+    channel.close()

@@ -52,6 +52,26 @@ def test_changed_after_rebuild(tmp_path: Path) -> None:
     table.close()
 
 
+def test_answers_are_remembered_per_open_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = tmp_path / "access"
+    src.write_text("a 1\n")
+    postmap_build(src)
+    table = HashMap(f"hash:{src}", str(src))
+    assert (table.lookup("a"), table.lookup("b")) == ("1", None)
+    src.write_text("a 2\nb 3\n")
+    postmap_build(src)
+    # The handle still reads the file it opened (replaced by rename): same answers, from memory or not.
+    assert (table.lookup("a"), table.lookup("b")) == ("1", None)
+    assert (open_map(f"hash:{src}").lookup("a"), open_map(f"hash:{src}").lookup("b")) == ("2", "3")
+    monkeypatch.setattr("mta.maps.hash.ANSWERS_MAX", 2)
+    fresh = HashMap(f"hash:{src}", str(src))
+    for key in ("a", "b", "c", "a"):
+        fresh.lookup(key)
+    assert len(fresh._answers) <= 2  # bounded: full means start afresh
+    table.close()
+    fresh.close()
+
+
 def test_older_db_than_source_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     src = tmp_path / "access"
     src.write_text("a 1\n")

@@ -236,3 +236,34 @@ def test_rbl_over_smtp(start_server: Callable[..., Any], cleanup: Any, tmp_path:
         assert ("2.0.0.127.rbl.test", "A") in server.queries
     finally:
         server.close()
+
+
+def test_access_answers_are_remembered(tmp_path: Path) -> None:
+    """A sender, client or recipient seen before is not looked up again (its table cannot change while open)."""
+    r = restrictions(tmp_path, "smtpd_sender_restrictions = check_sender_access inline:{ {bad.example=REJECT} }\n")
+    [restriction] = r.lists[SENDER]
+    assert restriction.table is not None
+    asked: list[str] = []
+    real = restriction.table.lookup
+
+    def counting(key: str) -> str | None:
+        asked.append(key)
+        return real(key)
+
+    restriction.table.lookup = counting  # type: ignore[method-assign]
+    counts = []
+    for _ in range(3):
+        assert r.check([SENDER], state(sender="x@bad.example")) == \
+            "554 5.7.1 <x@bad.example>: Sender address rejected: Access denied"
+        assert r.check([SENDER], state(sender="x@good.example")) is None
+        counts.append(len(asked))
+    first = counts[0]
+    assert first > 0 and counts == [first] * 3  # the second and third rounds asked the table nothing
+    assert r.check([SENDER], state(sender="y@good.example")) is None
+    assert len(asked) > first  # a new address is looked up
+    restriction.table.stable = False  # a table whose answers may change is asked every time
+    r._memo.clear()
+    before = len(asked)
+    r.check([SENDER], state(sender="x@bad.example"))
+    r.check([SENDER], state(sender="x@bad.example"))
+    assert len(asked) >= before + 2
