@@ -37,6 +37,30 @@ def _provision(args: argparse.Namespace) -> int:
     return 0 if all(r.status in ("ok", "changed") for r in results) else 2
 
 
+def _audit(args: argparse.Namespace) -> int:
+    from harden.audit import audit, exit_status
+    from harden.audit_report import report_json, report_junit, report_table
+    from harden.inventory import inventory_load
+    from harden.waivers import waivers_load
+
+    inventory = inventory_load(args.inventory)
+    waivers = waivers_load(Path(args.waivers)) if args.waivers else []
+    audits = audit(inventory, args.limit, forks=args.forks, waivers=waivers)
+    if args.format == "table":
+        if args.output:
+            with open(args.output, "w") as out:
+                report_table(audits, out)
+        else:
+            report_table(audits)
+    else:
+        text = report_json(audits) if args.format == "json" else report_junit(audits)
+        if args.output:
+            Path(args.output).write_text(text)
+        else:
+            sys.stdout.write(text)
+    return exit_status(audits)
+
+
 def _lab_up(args: argparse.Namespace) -> int:
     from harden.lab.clientfiles import INVENTORY, SSH_CONFIG
     from harden.lab.fleet import lab_up
@@ -160,6 +184,27 @@ def build_parser() -> argparse.ArgumentParser:
     prov.add_argument("--templates", metavar="DIR",
                       help="site templates replacing the built-in ones (copy harden/templates/ and edit)")
     prov.set_defaults(run=_provision)
+    aud = sub.add_parser(
+        "audit",
+        help="check that the inventory's hosts are hardened (testinfra checks over SSH, live SMTP probes)",
+        description=(
+            "Run every check of harden/checks against each host, hosts in parallel: one SSH connection per "
+            "host (host keys checked strictly), the host's facts gathered in one command, SMTP probed live "
+            "from this machine (banner, VRFY, relay attempts in every routed-address form, STARTTLS). Checks "
+            "also run under plain pytest: pytest --hosts=ssh://HOST harden/checks. Exit status: 0 every "
+            "check passed, was skipped or waived; 1 a check failed; 2 a host was unreachable or a check "
+            "could not run."
+        ),
+    )
+    aud.add_argument("-i", "--inventory", required=True, help="Ansible-style YAML inventory file")
+    aud.add_argument("-l", "--limit", help="hosts or groups to audit (Ansible pattern)")
+    aud.add_argument("--format", choices=("table", "json", "junit"), default="table",
+                     help="report format (default: a table on the terminal)")
+    aud.add_argument("-o", "--output", metavar="FILE", help="write the report to FILE instead of stdout")
+    aud.add_argument("--waivers", metavar="FILE",
+                     help="YAML list of accepted exceptions: id, hosts (pattern), justification, expires")
+    aud.add_argument("--forks", type=int, default=10, help="hosts audited at once (default 10)")
+    aud.set_defaults(run=_audit)
     _lab_parser(sub)
     return parser
 

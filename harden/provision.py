@@ -45,7 +45,7 @@ from harden.render import (
     template_environment,
 )
 from harden.settings import GatewaySettings, settings_from_host
-from harden.transport import Transport, transport_open
+from harden.transport import Transport, transport_for
 from harden.transport.base import file_get, file_put
 
 MTA = f"{bundle_mod.PREFIX}/current/bin/mta"
@@ -81,27 +81,6 @@ class HostResult:
     error: str = ""
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
-
-
-def transport_for(host: Host) -> Transport:
-    """An SSH transport from the host's inventory variables (harden_* first, then Ansible's)."""
-    v = host.vars
-    ssh_config = v.get("harden_ssh_config")
-    jump = v.get("harden_jump")
-    common = shlex.split(str(v.get("ansible_ssh_common_args") or ""))
-    for i, arg in enumerate(common[:-1]):
-        if arg == "-F" and not ssh_config:
-            ssh_config = common[i + 1]
-        if arg == "-J" and not jump:
-            jump = common[i + 1]
-    known = v.get("harden_known_hosts")
-    return transport_open(
-        "ssh", host=host.name, address=v.get("ansible_host"), port=v.get("ansible_port"),
-        user=v.get("ansible_user"), key_file=v.get("ansible_ssh_private_key_file"),
-        known_hosts=[known] if isinstance(known, str) else list(known or []), ssh_config=ssh_config, jump=jump,
-        become=v.get("ansible_become"),
-        sudo_password=v.get("ansible_become_password") or v.get("ansible_become_pass"),
-    )
 
 
 def _diff(name: str, old: bytes | None, new: str) -> str:

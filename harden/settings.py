@@ -162,9 +162,9 @@ class GatewaySettings:
     transport: dict[str, str] = field(default_factory=dict)
     aliases: dict[str, str | list[str]] = field(default_factory=dict)
     access: dict[str, str] = field(default_factory=dict)
-    masquerade_domains: list[str] = field(default_factory=list)
+    masquerade_domains: list[str] = field(default_factory=lambda: ["$mydomain"])  # seed 7.5.4
     masquerade_exceptions: list[str] = field(default_factory=lambda: ["root"])
-    smtpd_recipient_limit: int = 1000
+    smtpd_recipient_limit: int = 250  # seed 7.5.8: "should not exceed 250 or so"
     message_size_limit: int = 10240000
     rbl_domains: list[str] = field(default_factory=list)
     tls_cert_file: str | None = None

@@ -77,6 +77,9 @@ def inventory_data(lab_dir: Path, hosts: list[LabHost]) -> dict[str, object]:
                 "harden_known_hosts": str(lab_dir / KNOWN_HOSTS),
                 "mydomain": "lab.example",
                 "root_alias": MAIL_USER,
+                # Only the host itself is trusted: every other loopback address plays the Internet
+                # (the audit probes relaying from 127.0.0.250).
+                "mynetworks": ["127.0.0.1/32", "[::1]/128"],
             },
             "children": groups,
         }

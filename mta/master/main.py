@@ -34,7 +34,7 @@ from mta.master.pidfile import pidfile_lock, pidfile_remove
 from mta.master.service import Service, exit_text, service_cfg, service_fingerprint
 from mta.master.spawn import MASTER_SIGNALS
 from mta.service_table import ServiceRow
-from mta.skeleton import daemon_preload
+from mta.skeleton import daemon_preload, process_title
 
 STOP_TIMEOUT = 30.0  # seconds children get to finish their clients on stop
 TICK = 1.0  # the longest the loop waits
@@ -106,6 +106,7 @@ class Master:
         for sig in MASTER_SIGNALS:
             signal.signal(sig, lambda signum, frame: None)
         self.sel.register(self.sig_r, selectors.EVENT_READ, ("signal", None))
+        process_title("master")  # ps and /proc/PID/comm name it as Postfix's
         log.msg_info(f"daemon started -- version {__version__}, configuration {self.config_dir}")
 
     def _runnable(self, mc: MasterConfig) -> list[ServiceRow]:

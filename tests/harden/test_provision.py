@@ -56,7 +56,7 @@ def test_check_reports_and_changes_nothing(fresh_lab: LabFixture, tmp_path: Path
     [result] = provision(changed, "gw1*", check=True, want_diff=True)
     assert result.status == "changed"
     assert [(c.kind, c.what) for c in result.changes] == [("file", "/etc/postfix/main.cf"), ("handler", "mta reload")]
-    assert "-smtpd_recipient_limit = 1000\n+smtpd_recipient_limit = 17\n" in result.changes[0].diff
+    assert "-smtpd_recipient_limit = 250\n+smtpd_recipient_limit = 17\n" in result.changes[0].diff
     assert lab.ssh("gw1", "sha256sum /etc/postfix/main.cf").stdout == before
     [applied] = provision(changed, "gw1*")
     assert applied.status == "changed" and "smtpd_recipient_limit = 17" in lab.ssh("gw1", "cat /etc/postfix/main.cf").stdout

@@ -1,0 +1,239 @@
+"""What the checks know of a host, gathered by one shell command and parsed once per host.
+
+ONE ROUND TRIP. The script below asks the host for everything every check
+needs: the MTA in use (this project's bundled ``mta`` or Debian's Postfix,
+read through its own ``postconf``), main.cf parameters, master.cf rows, one
+``stat``/``find`` over every path of interest (configuration, tables and their
+compiled copies, the queue directory, the whole jail), jail copies that
+differ from their counterpart in /, the alias tables, the accounts, the
+MTA's processes with their uid and root directory, the port-25 listeners
+and ``mta check`` / ``postfix check``. While it lists the processes it
+holds one SMTP connection open past the greeting, so an smtpd is running to
+be looked at. In a lab host, which shares the machine's network namespace,
+only listeners owned by the host's own processes count. Facts are cached on the testinfra
+Host object, so every check of a run reuses them.
+
+Both runners use it: under ``harden audit`` the command travels over the
+audit's own SSH connection; under plain pytest it is one ``host.run``.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from typing import Any
+
+from mta.jail import ETC_FILES, JAIL_TOPS, LIB_PATTERNS, ZONEINFO_LINK
+
+CONFIG_DIRECTORY = "/etc/postfix"
+PARAMETERS = (
+    "queue_directory", "mail_owner", "setgid_group", "alias_maps", "alias_database", "smtpd_banner",
+    "disable_vrfy_command", "smtpd_recipient_limit", "masquerade_domains", "mynetworks", "inet_interfaces",
+    "smtpd_client_restrictions", "smtpd_helo_restrictions", "smtpd_sender_restrictions",
+    "smtpd_relay_restrictions", "smtpd_recipient_restrictions", "smtpd_tls_security_level",
+    "smtpd_tls_cert_file", "myhostname", "mydestination", "relay_domains", "default_privs",
+)
+DAEMONS = ("master", "smtpd", "local", "pipe", "virtual")  # /proc/PID/comm of the processes listed
+CACHE_ATTRIBUTE = "_harden_facts"
+
+_SCRIPT = r"""
+C={config}
+if [ -x /usr/local/sbin/mta ] && readlink -f /usr/local/sbin/mta | grep -q '^/opt/mailgate-mta/'; then
+  KIND=mta; PC="/usr/local/sbin/mta -c $C postconf"; PA="/usr/local/sbin/mta -c $C postalias"
+  CHECK="/usr/local/sbin/mta -c $C check"
+elif command -v postconf >/dev/null 2>&1; then
+  KIND=postfix; PC="postconf -c $C"; PA="postalias -c $C"; CHECK="postfix -c $C check"
+else
+  echo "@@kind none"; exit 0
+fi
+echo "@@kind $KIND"
+echo "@@params"; $PC {params} 2>/dev/null
+echo "@@master"; $PC -M 2>/dev/null
+Q=$($PC -h queue_directory 2>/dev/null)
+TABLES=$( ($PC -h alias_maps alias_database; $PC -h smtpd_client_restrictions smtpd_helo_restrictions \
+  smtpd_sender_restrictions smtpd_relay_restrictions smtpd_recipient_restrictions) 2>/dev/null \
+  | tr ', \t' '\n\n\n' | sed -n 's/^\(hash\|btree\|lmdb\|cdb\|dbm\):\(.*\)/\1:\2/p' | sort -u)
+echo "@@tables"; echo "$TABLES"
+echo "@@stat"
+FILES="$C $C/main.cf $C/master.cf $Q"
+for t in $TABLES; do f=${{t#*:}}; FILES="$FILES $f"; case $t in hash:*) FILES="$FILES $f.db";; lmdb:*) FILES="$FILES $f.lmdb";; esac; done
+for d in active bounce corrupt defer deferred flush hold incoming maildrop pid private public saved trace; do FILES="$FILES $Q/$d"; done
+stat -c '%n|%u|%g|%U|%G|%a|%F|%Y' $FILES 2>/dev/null
+echo "@@jail"
+cd "$Q" 2>/dev/null && for top in {tops}; do [ -e "$top" ] && find "$top" -printf '%p|%U|%G|%u|%g|%m|%y\n'; done
+echo "@@jaildiff"
+for f in {etc_files}; do if [ -e "/etc/$f" ] && [ -e "$Q/etc/$f" ] && ! cmp -s "/etc/$f" "$Q/etc/$f"; then echo "etc/$f"; fi; done
+echo "@@hostfiles"
+for f in {etc_files}; do [ -e "/etc/$f" ] && echo "etc/$f"; done
+for d in /lib/*-linux-gnu; do [ -d "$d" ] || continue; a=${{d##*/}}; for p in {lib_patterns}; do for l in $d/$p; do [ -e "$l" ] && echo "lib/$a/${{l##*/}}"; done; done; done
+echo "@@aliases"
+for t in $($PC -h alias_maps 2>/dev/null | tr ', \t' '\n\n\n' | grep ':'); do echo "#table $t"; $PA -s "$t" 2>/dev/null; done
+echo "@@passwd"; getent passwd
+echo "@@logindefs"; grep -E '^(UID_MIN|SYS_UID_MAX)[[:space:]]' /etc/login.defs 2>/dev/null
+# Hold one SMTP session open (past its greeting) while the processes are listed, so an smtpd runs.
+A=$($PC -h inet_interfaces 2>/dev/null | tr ', \t' '\n\n\n' | grep -E '^[0-9]' | head -n 1); A=${{A:-127.0.0.1}}
+if exec 3<>"/dev/tcp/$A/25"; then timeout 5 head -c 4 <&3 >/dev/null; fi 2>/dev/null
+echo "@@procs"
+for p in /proc/[0-9]*; do c=$(cat $p/comm 2>/dev/null) || continue
+  case " {daemons} " in *" $c "*) echo "${{p#/proc/}}|$c|$(awk '/^Uid:/ {{print $2}}' $p/status 2>/dev/null)|$(readlink $p/root 2>/dev/null)";; esac
+done
+exec 3<&- 2>/dev/null
+echo "@@listen"; ss -Hltnp 2>/dev/null | grep 'users:' | awk '{{print $4}}'
+echo "@@check"; $CHECK 2>&1; echo "@@checkrc $?"
+"""
+
+
+def facts_script(config_directory: str = CONFIG_DIRECTORY) -> str:
+    """The one command that gathers a host's facts (bash; runs as root)."""
+    return _SCRIPT.format(
+        config=shlex.quote(config_directory), params=" ".join(PARAMETERS), tops=" ".join(JAIL_TOPS),
+        etc_files=" ".join(ETC_FILES), lib_patterns=" ".join(LIB_PATTERNS), daemons=" ".join(DAEMONS))
+
+
+@dataclass(frozen=True)
+class Stat:
+    """One path's owner, group, mode and kind."""
+
+    path: str
+    uid: int
+    gid: int
+    user: str
+    group: str
+    mode: int
+    kind: str  # "directory", "regular file", "symbolic link", ... (stat) or d/f/l (find)
+    mtime: int = 0
+
+    @property
+    def writable_by_others(self) -> bool:
+        return bool(self.mode & 0o022)
+
+
+@dataclass(frozen=True)
+class Process:
+    """One running MTA daemon: pid, name, real uid, root directory."""
+
+    pid: int
+    name: str
+    uid: int
+    root: str
+
+
+@dataclass
+class Facts:
+    """A host's facts, parsed (see the module docstring for what is gathered)."""
+
+    kind: str = "none"  # "mta", "postfix" or "none"
+    params: dict[str, str] = field(default_factory=dict)
+    master: list[list[str]] = field(default_factory=list)  # postconf -M rows, split into fields
+    tables: list[str] = field(default_factory=list)  # alias and access tables, as TYPE:NAME
+    stats: dict[str, Stat] = field(default_factory=dict)
+    jail: dict[str, Stat] = field(default_factory=dict)  # relative to queue_directory
+    jail_differs: list[str] = field(default_factory=list)
+    host_files: list[str] = field(default_factory=list)  # jail-relative paths the host has a source for
+    aliases: dict[str, dict[str, str]] = field(default_factory=dict)  # table -> name -> value
+    passwd: dict[str, tuple[int, int, str]] = field(default_factory=dict)  # name -> uid, gid, shell
+    uid_min: int = 1000
+    processes: list[Process] = field(default_factory=list)
+    listening: list[str] = field(default_factory=list)  # address:port of every TCP listener
+    check_output: list[str] = field(default_factory=list)
+    check_status: int = 0
+
+    @property
+    def queue_directory(self) -> str:
+        return self.params.get("queue_directory", "/var/spool/postfix")
+
+    def param_list(self, name: str) -> list[str]:
+        """A parameter as a list (comma or space separated)."""
+        return [w for w in self.params.get(name, "").replace(",", " ").split() if w]
+
+    def jail_expected(self) -> list[str]:
+        """Jail paths this host must have: etc files it has, passwd, its libraries, the zoneinfo link."""
+        etc = [p for p in self.host_files if p.startswith("etc/")]
+        libs = [p for p in self.host_files if p.startswith("lib/")]
+        return [*etc, "etc/passwd", *libs, ZONEINFO_LINK[0]]
+
+
+def _split(output: str) -> dict[str, list[str]]:
+    sections: dict[str, list[str]] = {}
+    current = ""
+    for line in output.splitlines():
+        if line.startswith("@@"):
+            word, _, rest = line[2:].partition(" ")
+            current = word
+            sections.setdefault(current, [])
+            if rest:
+                sections[current].append(rest)
+            continue
+        sections.setdefault(current, []).append(line)
+    return sections
+
+
+def _stat(line: str, base: str = "") -> Stat | None:
+    parts = line.split("|")
+    if len(parts) < 7:
+        return None
+    try:
+        path = parts[0] if not base else parts[0]
+        mtime = int(parts[7]) if len(parts) > 7 and parts[7].isdigit() else 0
+        return Stat(path, int(parts[1]), int(parts[2]), parts[3], parts[4], int(parts[5], 8), parts[6], mtime)
+    except ValueError:
+        return None
+
+
+def facts_parse(output: str) -> Facts:
+    """Facts from the script's output."""
+    s = _split(output)
+    f = Facts()
+    f.kind = (s.get("kind") or ["none"])[0].strip()
+    for line in s.get("params", []):
+        name, sep, value = line.partition(" = ")
+        if sep:
+            f.params[name.strip()] = value.strip()
+    f.master = [line.split() for line in s.get("master", []) if line.strip() and not line.startswith((" ", "\t", "#"))]
+    f.tables = [t for t in s.get("tables", []) if t.strip()]
+    for line in s.get("stat", []):
+        st = _stat(line)
+        if st is not None:
+            f.stats[st.path] = st
+    for line in s.get("jail", []):
+        st = _stat(line)
+        if st is not None:
+            f.jail[st.path] = st
+    f.jail_differs = [p for p in s.get("jaildiff", []) if p]
+    f.host_files = [p for p in s.get("hostfiles", []) if p]
+    table = ""
+    for line in s.get("aliases", []):
+        if line.startswith("#table "):
+            table = line[7:].strip()
+            f.aliases[table] = {}
+        elif table and ":" in line:
+            name, _, value = line.partition(":")
+            f.aliases[table][name.strip().lower()] = value.strip()
+    for line in s.get("passwd", []):
+        parts = line.split(":")
+        if len(parts) >= 7 and parts[2].isdigit() and parts[3].isdigit():
+            f.passwd[parts[0]] = (int(parts[2]), int(parts[3]), parts[6])
+    for line in s.get("logindefs", []):
+        words = line.split()
+        if len(words) >= 2 and words[0] == "UID_MIN" and words[1].isdigit():
+            f.uid_min = int(words[1])
+    for line in s.get("procs", []):
+        parts = line.split("|")
+        if len(parts) == 4 and parts[0].isdigit() and parts[2].isdigit():
+            f.processes.append(Process(int(parts[0]), parts[1], int(parts[2]), parts[3]))
+    f.listening = [w for w in s.get("listen", []) if w]
+    f.check_output = [line for line in s.get("check", []) if line.strip()]
+    rc = (s.get("checkrc") or ["0"])[0].strip()
+    f.check_status = int(rc) if rc.lstrip("-").isdigit() else 1
+    return f
+
+
+def host_facts(host: Any) -> Facts:
+    """The facts of a testinfra Host: gathered on first use, then kept on the Host object."""
+    cached = getattr(host, CACHE_ATTRIBUTE, None)
+    if isinstance(cached, Facts):
+        return cached
+    result = host.run("bash -c " + shlex.quote(facts_script()))
+    facts = facts_parse(result.stdout)
+    setattr(host, CACHE_ATTRIBUTE, facts)
+    return facts

@@ -1,0 +1,102 @@
+"""harden audit on the lab: a provisioned host passes, a host broken five ways fails exactly those five checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from harden.audit import ERROR, FAIL, PASS, SKIP, audit, exit_status
+from harden.inventory import inventory_load
+from harden.provision import provision
+from tests.conftest import LabFixture
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root")
+REPO = Path(__file__).resolve().parents[2]
+
+BREAKAGES = {
+    "MTA-JAIL-01": "chown postfix:postdrop /var/spool/postfix/etc",
+    "MTA-JAIL-03": "echo 'nameserver 192.0.2.53' >> /var/spool/postfix/etc/resolv.conf",
+    "MTA-CHROOT-01": "awk '$1 == \"local\" && $2 == \"unix\" {$5 = \"y\"} {print}' /etc/postfix/master.cf "
+                     "> /tmp/master.cf && cat /tmp/master.cf > /etc/postfix/master.cf",
+    "MTA-ALIAS-01": "sed -i 's/^root:.*/root: root/' /etc/postfix/aliases && mta -c /etc/postfix newaliases",
+    "SMTP-RELAY-01": "mta -c /etc/postfix postconf -e 'mynetworks = 0.0.0.0/0'",
+}
+
+
+def test_good_and_broken_hosts(fresh_lab: LabFixture) -> None:
+    lab = fresh_lab
+    inv = inventory_load(lab.dir / "inventory.yml")
+    assert [r.status for r in provision(inv, "gw1*,gw2*")] == ["changed", "changed"]
+    lab.ssh("gw2", " && ".join(BREAKAGES.values()) + " && mta -c /etc/postfix reload")
+    started = time.monotonic()
+    good, broken = audit(inv, "gw1*,gw2*")
+    elapsed = time.monotonic() - started
+    assert not good.unreachable and not broken.unreachable
+    assert {r.check.id: r.message for r in good.results if r.status in (FAIL, ERROR)} == {}
+    assert good.count(PASS) >= 18  # the rest are skipped, each with a reason
+    assert all(r.message for r in good.results if r.status == SKIP)
+    failed = {r.check.id: r.message for r in broken.results if r.status in (FAIL, ERROR)}
+    assert sorted(failed) == sorted(BREAKAGES), failed
+    assert "etc (postfix:postdrop 755)" in failed["MTA-JAIL-01"]
+    assert "/var/spool/postfix/etc/resolv.conf" in failed["MTA-JAIL-03"]
+    assert "local (local)" in failed["MTA-CHROOT-01"]
+    assert "root (privileged or mail_owner)" in failed["MTA-ALIAS-01"]
+    assert "mynetworks trusts 0.0.0.0/0" in failed["SMTP-RELAY-01"] and "accepted" in failed["SMTP-RELAY-01"]
+    assert exit_status([good]) == 0 and exit_status([good, broken]) == 1
+    assert elapsed < 30
+
+
+def test_cli_reports_and_exit_status(lab: LabFixture, tmp_path: Path) -> None:
+    inv = inventory_load(lab.dir / "inventory.yml")
+    assert provision(inv, "gw3*")[0].status in ("ok", "changed")
+    harden = str(REPO / ".venv/bin/harden")
+    done = subprocess.run([harden, "audit", "-i", str(lab.dir / "inventory.yml"), "-l", "gw3*", "--format", "json"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr
+    report = json.loads(done.stdout)
+    [host] = report["hosts"]
+    assert host["host"] == "gw3.lab.example" and report["summary"]["fail"] == 0
+    assert {"id", "title", "severity", "status", "message", "remediation"} <= set(host["checks"][0])
+    # A failure, then the same failure waived (and an expired waiver that no longer applies).
+    lab.ssh("gw3", "mta -c /etc/postfix postconf -e 'smtpd_banner = $myhostname ESMTP Postfix (Debian/GNU)' && "
+                   "mta -c /etc/postfix reload")
+    try:
+        junit = tmp_path / "audit.xml"
+        done = subprocess.run([harden, "audit", "-i", str(lab.dir / "inventory.yml"), "-l", "gw3*",
+                               "--format", "junit", "-o", str(junit)], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 1, done.stderr
+        assert 'classname="SMTP-BANNER" name="SMTP-BANNER-01' in junit.read_text() and "<failure" in junit.read_text()
+        waivers = tmp_path / "waivers.yml"
+        waivers.write_text("- id: SMTP-BANNER-01\n  hosts: 'gw3*'\n  justification: relay partner needs it\n"
+                           "  expires: 2999-12-31\n")
+        wide = dict(os.environ, COLUMNS="250")  # the table's cells unfolded
+        done = subprocess.run([harden, "audit", "-i", str(lab.dir / "inventory.yml"), "-l", "gw3*",
+                               "--waivers", str(waivers)], capture_output=True, text=True, timeout=120, env=wide)
+        assert done.returncode == 0, done.stdout
+        assert "waived" in done.stdout and "relay partner needs it" in done.stdout
+        waivers.write_text("- id: SMTP-BANNER-01\n  hosts: 'gw3*'\n  justification: relay partner needs it\n"
+                           "  expires: 2020-01-01\n")
+        done = subprocess.run([harden, "audit", "-i", str(lab.dir / "inventory.yml"), "-l", "gw3*",
+                               "--waivers", str(waivers)], capture_output=True, text=True, timeout=120, env=wide)
+        assert done.returncode == 1 and "expired waiver" in done.stdout
+    finally:
+        lab.ssh("gw3", "mta -c /etc/postfix postconf -e 'smtpd_banner = $myhostname ESMTP' && "
+                       "mta -c /etc/postfix reload")
+
+
+def test_plain_pytest_runs_the_same_checks(lab: LabFixture) -> None:
+    """The checks are testinfra modules: plain pytest with testinfra's ssh backend runs them too."""
+    inv = inventory_load(lab.dir / "inventory.yml")
+    assert provision(inv, "gw3*")[0].status in ("ok", "changed")
+    done = subprocess.run(
+        [str(REPO / ".venv/bin/python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+         "--hosts=ssh://gw3.lab.example", f"--ssh-config={lab.dir / 'ssh_config'}",
+         str(REPO / "harden/checks")],
+        capture_output=True, text=True, timeout=300, cwd=REPO / "harden")
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert " passed" in done.stdout and "failed" not in done.stdout
