@@ -23,6 +23,8 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
+
 from mta.jail import ETC_FILES, JAIL_TOPS, LIB_PATTERNS, ZONEINFO_LINK
 
 CONFIG_DIRECTORY = "/etc/postfix"
@@ -226,6 +228,14 @@ def facts_parse(output: str) -> Facts:
     rc = (s.get("checkrc") or ["0"])[0].strip()
     f.check_status = int(rc) if rc.lstrip("-").isdigit() else 1
     return f
+
+
+def mta_facts(host: Any) -> Facts:
+    """host_facts, and the check is skipped when the host runs no Postfix-compatible MTA."""
+    facts = host_facts(host)
+    if facts.kind == "none":
+        pytest.skip("no Postfix-compatible MTA found on the host")
+    return facts
 
 
 def host_facts(host: Any) -> Facts:

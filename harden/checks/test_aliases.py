@@ -7,16 +7,9 @@ from typing import Any
 import pytest
 
 from harden.checks import check
-from harden.checks.facts import Facts, host_facts
+from harden.checks.facts import Facts, mta_facts
 
 MAX_DEPTH = 20  # alias expansion depth, as Postfix's local
-
-
-def _facts(host: Any) -> Facts:
-    facts = host_facts(host)
-    if facts.kind == "none":
-        pytest.skip("no Postfix-compatible MTA found on the host")
-    return facts
 
 
 def _expand(facts: Facts, name: str) -> set[str]:
@@ -53,7 +46,7 @@ def _expand(facts: Facts, name: str) -> set[str]:
                    "newaliases.",
        refs=("seed 7.5.5", "CIS Debian 2.1.x (mail for root)"))
 def test_root_alias(host: Any) -> None:
-    facts = _facts(host)
+    facts = mta_facts(host)
     if not facts.aliases:
         pytest.skip("no alias table could be read")
     owner = facts.params.get("mail_owner", "postfix")
@@ -77,7 +70,7 @@ def test_root_alias(host: Any) -> None:
        remediation="Keep 'postmaster: root' in the aliases file and run newaliases.",
        refs=("RFC 5321 section 4.5.1",))
 def test_postmaster(host: Any) -> None:
-    facts = _facts(host)
+    facts = mta_facts(host)
     if not facts.aliases:
         pytest.skip("no alias table could be read")
     targets = _expand(facts, "postmaster")
@@ -90,7 +83,7 @@ def test_postmaster(host: Any) -> None:
        remediation="Run newaliases and 'postmap hash:FILE' for each table (harden provision does).",
        refs=("postmap(1)", "newaliases(1)"))
 def test_tables_compiled(host: Any) -> None:
-    facts = _facts(host)
+    facts = mta_facts(host)
     if not facts.tables:
         pytest.skip("no indexed alias or access table in use")
     problems = []
@@ -111,7 +104,7 @@ def test_tables_compiled(host: Any) -> None:
        remediation="chown root:root and chmod 0644 (or stricter) the tables and their compiled copies.",
        refs=("aliases(5)", "local(8) SECURITY"))
 def test_table_files_root_owned(host: Any) -> None:
-    facts = _facts(host)
+    facts = mta_facts(host)
     if not facts.tables:
         pytest.skip("no indexed alias or access table in use")
     problems = []

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from harden.checks import check
-from harden.checks.facts import CONFIG_DIRECTORY, Facts, host_facts
+from harden.checks.facts import CONFIG_DIRECTORY, mta_facts
 
 # Reference §11.3 (postfix-files): queue subdirectory -> (owner is mail_owner, group, highest mode).
 QUEUE_MODES = {
@@ -24,13 +24,6 @@ COVERED = ("not owned by root: ", "group or other writable: ", " differ", "is ch
            "neither smtpd_relay_restrictions", "not owned by {owner}: {queue}/", "not owned by group ")
 
 
-def _facts(host: Any) -> Facts:
-    facts = host_facts(host)
-    if facts.kind == "none":
-        pytest.skip("no Postfix-compatible MTA found on the host")
-    return facts
-
-
 @check("MTA-CONF-01", "main.cf and master.cf are root:root, 0644 or stricter, in a directory only root writes",
        severity="critical",
        rationale="A writable main.cf or master.cf, or a writable directory holding them, is as good as root: "
@@ -39,7 +32,7 @@ def _facts(host: Any) -> Facts:
                    "directory and 0644 the files.",
        refs=("postfix-files", "CIS Debian 2.1.x"))
 def test_config_files(host: Any) -> None:
-    facts = _facts(host)
+    facts = mta_facts(host)
     problems = []
     for path in (CONFIG_DIRECTORY, f"{CONFIG_DIRECTORY}/main.cf", f"{CONFIG_DIRECTORY}/master.cf"):
         st = facts.stats.get(path)
@@ -56,7 +49,7 @@ def test_config_files(host: Any) -> None:
        remediation="Run 'postfix set-permissions' (Postfix) or 'harden provision' (this MTA).",
        refs=("postfix-files", "reference §11.3"))
 def test_queue_modes(host: Any) -> None:
-    facts = _facts(host)
+    facts = mta_facts(host)
     queue = facts.queue_directory
     top = facts.stats.get(queue)
     problems = []
@@ -84,7 +77,7 @@ def test_queue_modes(host: Any) -> None:
        remediation="Run 'mta check' (or 'postfix check') on the host and fix each line it prints.",
        refs=("postfix(1) check",))
 def test_mta_check(host: Any) -> None:
-    facts = _facts(host)
+    facts = mta_facts(host)
     covered = tuple(c.format(queue=facts.queue_directory, owner=facts.params.get("mail_owner", "postfix"))
                     for c in COVERED)
     lines = [line for line in facts.check_output if "warning:" in line or "fatal:" in line]

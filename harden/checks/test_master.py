@@ -8,16 +8,9 @@ from typing import Any
 import pytest
 
 from harden.checks import check
-from harden.checks.facts import Facts, host_facts
+from harden.checks.facts import Facts, mta_facts
 
 NEVER_CHROOTED = ("local", "virtual", "pipe")
-
-
-def _facts(host: Any) -> Facts:
-    facts = host_facts(host)
-    if facts.kind == "none":
-        pytest.skip("no Postfix-compatible MTA found on the host")
-    return facts
 
 
 def _rows(facts: Facts) -> list[list[str]]:
@@ -30,7 +23,7 @@ def _rows(facts: Facts) -> list[list[str]]:
        remediation="Set the chroot column of the local, virtual and pipe rows of master.cf to n, then reload.",
        refs=("master(5)", "CIS Debian 2.1.22"))
 def test_delivery_agents_not_chrooted(host: Any) -> None:
-    facts = _facts(host)
+    facts = mta_facts(host)
     bad = [f"{row[0]} ({row[7]})" for row in _rows(facts)
            if posixpath.basename(row[7]) in NEVER_CHROOTED and row[4] == "y"]
     assert not bad, "chrooted in master.cf: " + ", ".join(bad)
@@ -43,7 +36,7 @@ def test_delivery_agents_not_chrooted(host: Any) -> None:
                    "jail (harden provision does both).",
        refs=("seed 7.5.6", "CIS Debian 2.1.21"))
 def test_internet_services_chrooted(host: Any) -> None:
-    facts = _facts(host)
+    facts = mta_facts(host)
     inet = [row for row in _rows(facts) if row[1] == "inet"]
     if not inet:
         pytest.skip("master.cf has no inet service")
@@ -58,7 +51,7 @@ def test_internet_services_chrooted(host: Any) -> None:
                    "that mail_owner names an unprivileged account.",
        refs=("seed 7.5.6",))
 def test_smtpd_jailed(host: Any) -> None:
-    facts = _facts(host)
+    facts = mta_facts(host)
     smtpd = [p for p in facts.processes if p.name == "smtpd"]
     if not smtpd:
         pytest.skip("no smtpd process was running while the facts were gathered")
@@ -75,7 +68,7 @@ def test_smtpd_jailed(host: Any) -> None:
        remediation="Fix the chroot column (MTA-CHROOT-01) and restart the MTA.",
        refs=("master(5)",))
 def test_delivery_processes_not_jailed(host: Any) -> None:
-    facts = _facts(host)
+    facts = mta_facts(host)
     agents = [p for p in facts.processes if p.name in NEVER_CHROOTED]
     if not agents:
         pytest.skip("no local, virtual or pipe process was running while the facts were gathered")
@@ -89,7 +82,7 @@ def test_delivery_processes_not_jailed(host: Any) -> None:
        remediation="Start the MTA as root (mta start, postfix start, or its service unit).",
        refs=("master(8)",))
 def test_master_root(host: Any) -> None:
-    facts = _facts(host)
+    facts = mta_facts(host)
     masters = [p for p in facts.processes if p.name == "master"]
     if not masters:
         pytest.skip("the MTA's master process is not running")

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from harden.checks import check
-from harden.checks.facts import Facts, host_facts
+from harden.checks.facts import Facts, mta_facts
 from harden.checks.probe import Probe, host_probe, networks_too_wide
 
 INTERFACES_ATTRIBUTE = "_harden_interfaces"
@@ -24,15 +24,8 @@ LISTS = ("smtpd_client_restrictions", "smtpd_helo_restrictions", "smtpd_sender_r
          "smtpd_relay_restrictions", "smtpd_recipient_restrictions")
 
 
-def _facts(host: Any) -> Facts:
-    facts = host_facts(host)
-    if facts.kind == "none":
-        pytest.skip("no Postfix-compatible MTA found on the host")
-    return facts
-
-
 def _probe(host: Any) -> Probe:
-    _facts(host)
+    mta_facts(host)
     p = host_probe(host)
     if p.error and not p.banner:
         raise ConnectionError(f"no SMTP session with {p.address}:25: {p.error}")
@@ -69,7 +62,7 @@ def test_vrfy(host: Any) -> None:
                    "reject_unauth_destination",
        refs=("seed 7.5.8", "RFC 5321 section 3.9", "CIS Debian 2.1.x"))
 def test_no_open_relay(host: Any) -> None:
-    facts = _facts(host)
+    facts = mta_facts(host)
     p = _probe(host)
     wide = networks_too_wide(facts)
     if p.source_trusted and not wide:
@@ -86,7 +79,7 @@ def test_no_open_relay(host: Any) -> None:
        remediation=f"smtpd_recipient_limit = {RECIPIENT_LIMIT_MAX}",
        refs=("seed 7.5.8",))
 def test_recipient_limit(host: Any) -> None:
-    facts = _facts(host)
+    facts = mta_facts(host)
     value = facts.params.get("smtpd_recipient_limit", "1000")
     assert value.isdigit() and int(value) <= RECIPIENT_LIMIT_MAX, f"smtpd_recipient_limit = {value}"
 
@@ -96,7 +89,7 @@ def test_recipient_limit(host: Any) -> None:
        remediation="masquerade_domains = $mydomain (and masquerade_exceptions = root)",
        refs=("seed 7.5.4",))
 def test_masquerading(host: Any) -> None:
-    facts = _facts(host)
+    facts = mta_facts(host)
     assert facts.param_list("masquerade_domains"), "masquerade_domains is empty"
 
 
@@ -107,7 +100,7 @@ def test_masquerading(host: Any) -> None:
                    "reject_non_fqdn_sender, reject_non_fqdn_recipient (or DNSBLs) to the restriction lists.",
        refs=("seed 7.5.8",))
 def test_anti_uce(host: Any) -> None:
-    facts = _facts(host)
+    facts = mta_facts(host)
     words = {w.lower() for name in LISTS for w in facts.param_list(name)}
     missing = []
     if not words & {"reject_unauth_destination", "defer_unauth_destination"}:
@@ -137,7 +130,7 @@ def _expected_listeners(host: Any, facts: Facts) -> set[str] | None:
        remediation="inet_interfaces = the inventory's addresses only; reload or restart the MTA.",
        refs=("seed 7.5.3",))
 def test_listen(host: Any) -> None:
-    facts = _facts(host)
+    facts = mta_facts(host)
     expected = _expected_listeners(host, facts)
     ports = [a for a in facts.listening if a.rsplit(":", 1)[-1] == "25"]
     if not ports:
@@ -155,7 +148,7 @@ def test_listen(host: Any) -> None:
                    "smtpd_tls_protocols = >=TLSv1.2",
        refs=("RFC 8996", "RFC 3207"))
 def test_tls(host: Any) -> None:
-    facts = _facts(host)
+    facts = mta_facts(host)
     level = facts.params.get("smtpd_tls_security_level", "").lower()
     if level not in ("may", "encrypt", "dane", "verify", "secure"):
         pytest.skip("TLS is not enabled for smtpd on this host")
