@@ -1,4 +1,4 @@
-"""Audit reports: a terminal table (rich), JSON and JUnit XML, from harden.audit's HostAudit results.
+"""Audit reports: a terminal table (rich), JSON, JUnit XML and HTML, from harden.audit's HostAudit results.
 
 JSON: ``{"generated": ISO time, "summary": {status: count}, "hosts": [{"host",
 "address", "unreachable", "seconds", "expired_waivers": [...], "checks": [{"id",
@@ -7,21 +7,31 @@ JSON: ``{"generated": ISO time, "summary": {status: count}, "hosts": [{"host",
 JUnit: one <testsuite> per host, one <testcase> per check (classname = the
 check's group, name = ID and title); fail is <failure>, error and unreachable
 are <error>, skip and waived are <skipped> with the reason or justification.
+
+HTML (templates/audit.html.j2): one self-contained file, no script and no
+external resource: summary counts, a fleet matrix of checks x hosts coloured
+by status (each cell links to its finding), then per host every result with
+what was found and, for failures, the remediation and the rationale.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 import xml.etree.ElementTree as ET
 from typing import Any, TextIO
 
+import jinja2
 from rich.console import Console
 from rich.table import Table
 
 from harden.audit import ERROR, FAIL, PASS, SKIP, STATUSES, WAIVED, HostAudit
+from harden.checks import checks_all
+from harden.render import TEMPLATES
 
 STYLE = {PASS: "green", FAIL: "bold red", WAIVED: "yellow", SKIP: "dim", ERROR: "magenta"}
+SYMBOLS = {PASS: "✓", FAIL: "✗", WAIVED: "W", SKIP: "–", ERROR: "!"}
 
 
 def summary(audits: list[HostAudit]) -> dict[str, int]:
@@ -114,3 +124,19 @@ def report_table(audits: list[HostAudit], stream: TextIO | None = None) -> None:
     console.print(recap)
     total = summary(audits)
     console.print("  ".join(f"{k}={v}" for k, v in total.items()))
+
+
+def report_html(audits: list[HostAudit]) -> str:
+    """The single-file HTML report (see the module docstring)."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    hosts = []
+    for a in audits:
+        hosts.append({"host": a.host, "address": a.address, "unreachable": a.unreachable, "seconds": a.seconds,
+                      "expired": a.expired, "results": a.results, "anchor": re.sub(r"[^A-Za-z0-9_-]", "-", a.host)})
+    seen = {r.check.id for a in audits for r in a.results}
+    checks = [c for c in checks_all() if c.id in seen] or checks_all()
+    cells = {a.host: {r.check.id: r for r in a.results} for a in audits}
+    return env.get_template("audit.html.j2").render(
+        generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"), summary=summary(audits), hosts=hosts, checks=checks,
+        cells=cells, symbols=SYMBOLS)

@@ -32,14 +32,17 @@ def _provision(args: argparse.Namespace) -> int:
     hosts = inventory.select(args.limit)
     with ProvisionReport(len(hosts), check=args.check, diff=args.diff, as_json=args.json) as report:
         results = provision(inventory, args.limit, check=args.check, want_diff=args.diff, forks=args.forks,
-                            on_done=report.host_done, templates=Path(args.templates) if args.templates else None)
+                            on_done=report.host_done, templates=Path(args.templates) if args.templates else None,
+                            audit_after=not args.no_audit)
     report.finish(results)
-    return 0 if all(r.status in ("ok", "changed") for r in results) else 2
+    if not all(r.status in ("ok", "changed") for r in results):
+        return 2
+    return 1 if any(r.findings for r in results) else 0
 
 
 def _audit(args: argparse.Namespace) -> int:
     from harden.audit import audit, exit_status
-    from harden.audit_report import report_json, report_junit, report_table
+    from harden.audit_report import report_html, report_json, report_junit, report_table
     from harden.inventory import inventory_load
     from harden.waivers import waivers_load
 
@@ -53,7 +56,7 @@ def _audit(args: argparse.Namespace) -> int:
         else:
             report_table(audits)
     else:
-        text = report_json(audits) if args.format == "json" else report_junit(audits)
+        text = {"json": report_json, "junit": report_junit, "html": report_html}[args.format](audits)
         if args.output:
             Path(args.output).write_text(text)
         else:
@@ -172,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
             "bundled MTA, render main.cf, master.cf, aliases, access and transport from the inventory "
             "and parse them back, build the chroot jail, then run only the handlers a change needs "
             "(newaliases, postmap, reload, start) and verify the MTA answers SMTP. A host that already "
-            "matches is left untouched. Exit status 2 when any host failed or was unreachable."
+            "matches is left untouched. Each changed host is then audited (harden audit). Exit status 2 when "
+            "any host failed or was unreachable, 1 when the audit found a failure on a changed host."
         ),
     )
     prov.add_argument("-i", "--inventory", required=True, help="Ansible-style YAML inventory file")
@@ -181,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     prov.add_argument("--diff", action="store_true", help="show a unified diff of each configuration file")
     prov.add_argument("--forks", type=int, default=10, help="hosts provisioned at once (default 10)")
     prov.add_argument("--json", action="store_true", help="one JSON object per host on stdout, nothing else")
+    prov.add_argument("--no-audit", action="store_true",
+                      help="do not run harden audit on the hosts that were changed (it runs by default)")
     prov.add_argument("--templates", metavar="DIR",
                       help="site templates replacing the built-in ones (copy harden/templates/ and edit)")
     prov.set_defaults(run=_provision)
@@ -198,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     aud.add_argument("-i", "--inventory", required=True, help="Ansible-style YAML inventory file")
     aud.add_argument("-l", "--limit", help="hosts or groups to audit (Ansible pattern)")
-    aud.add_argument("--format", choices=("table", "json", "junit"), default="table",
+    aud.add_argument("--format", choices=("table", "json", "junit", "html"), default="table",
                      help="report format (default: a table on the terminal)")
     aud.add_argument("-o", "--output", metavar="FILE", help="write the report to FILE instead of stdout")
     aud.add_argument("--waivers", metavar="FILE",

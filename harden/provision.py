@@ -14,7 +14,10 @@ when the MTA is not running. Where systemd is PID 1 the MTA gets a unit
 
 VERIFY. After applying, ``mta status`` must report a running master and the
 host's smtpd must answer with a 220 banner on its first inet_interfaces
-address, port 25 (the audit checks take this over once they exist).
+address, port 25, within VERIFY_SECONDS. Then every changed host is
+audited (harden.audit, all checks, over a new connection): the result
+carries the count of each status and the failures, and ``harden provision``
+exits 1 when there is one.
 
 RESULTS. Each host ends ``ok`` (nothing to change), ``changed``, ``failed``
 (with the error) or ``unreachable``; hosts run in parallel (``forks``) and a
@@ -29,6 +32,7 @@ import shlex
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Callable
 
@@ -81,6 +85,8 @@ class HostResult:
     error: str = ""
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    audit: dict[str, int] | None = None  # after a change: the audit's count of each status
+    findings: list[str] = field(default_factory=list)  # the audit's failures and errors, "ID: message"
 
 
 def _diff(name: str, old: bytes | None, new: str) -> str:
@@ -279,13 +285,26 @@ def _verify(t: Transport, s: GatewaySettings) -> None:
 def provision(inventory: Inventory, limit: str | None = None, *, check: bool = False, want_diff: bool = False,
               forks: int = 10, on_done: Callable[[HostResult], None] | None = None,
               connect: Callable[[Host], Transport] = transport_for,
-              templates: Path | None = None) -> list[HostResult]:
-    """Provision the selected hosts, forks at a time; results in inventory order."""
+              templates: Path | None = None, audit_after: bool = True) -> list[HostResult]:
+    """Provision the selected hosts, forks at a time; results in inventory order.
+
+    + audit_after: run harden audit on each host that was changed (not with check).
+    """
+    from harden.audit import ERROR, FAIL, STATUSES, audit_host
+    from harden.checks import checks_all
+
     hosts = inventory.select(limit)
     built = bundle_mod.bundle_build()
+    checks = checks_all() if audit_after and not check else []
 
     def one(host: Host) -> HostResult:
         result = provision_host(host, built, check=check, want_diff=want_diff, connect=connect, templates=templates)
+        if checks and result.status == "changed":
+            audited = audit_host(host, checks, [], date.today(), connect)
+            if audited.unreachable:
+                result.findings.append(f"audit: {audited.unreachable}")
+            result.audit = {status: audited.count(status) for status in STATUSES}
+            result.findings += [f"{r.check.id}: {r.message}" for r in audited.results if r.status in (FAIL, ERROR)]
         if on_done is not None:
             on_done(result)
         return result

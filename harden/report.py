@@ -66,20 +66,24 @@ class ProvisionReport:
                 self.console.print(f"[yellow]warning[/]: {result.host}: {warning}")
             if result.error:
                 self.console.print(f"[{STYLE[result.status]}]{result.status}[/]: {result.error}")
+            for finding in result.findings:
+                self.console.print(f"[bold red]audit[/]: {result.host}: {finding}")
             if self.diff:
                 for change in result.changes:
                     if change.diff:
                         self.console.print(f"--- {result.host}: {change.what}")
                         self.console.print(Syntax(change.diff, "diff", theme="ansi_dark", background_color="default"))
         table = Table(title="would change (--check)" if self.check else "recap")
-        for column in ("host", "status", "changes", "seconds"):
+        for column in ("host", "status", "changes", "audit", "seconds"):
             table.add_column(column, justify="right" if column in ("changes", "seconds") else "left")
         for result in results:
             kinds: dict[str, int] = {}
             for change in result.changes:
                 kinds[change.kind] = kinds.get(change.kind, 0) + 1
             summary = ", ".join(f"{n} {k}" for k, n in kinds.items()) or "-"
-            table.add_row(result.host, f"[{STYLE.get(result.status, '')}]{result.status}[/]", summary,
+            audit = "-" if result.audit is None else (
+                f"[bold red]{len(result.findings)} failed[/]" if result.findings else f"{result.audit['pass']} passed")
+            table.add_row(result.host, f"[{STYLE.get(result.status, '')}]{result.status}[/]", summary, audit,
                           f"{result.seconds:.1f}")
         self.console.print(table)
         counts = {s: sum(1 for r in results if r.status == s) for s in STYLE}

@@ -3,7 +3,8 @@
 # bundled example gateway (examples/gateway), then the main job: build a local lab
 # of 3 SSH hosts (harden lab), provision them as hardened mail gateways (harden
 # provision), send a message to root at a gateway over SMTP and show it arrived in
-# the unprivileged account's Maildir, and check each gateway. Works on a copy under
+# the unprivileged account's Maildir, check and audit each gateway (harden audit,
+# also as an HTML report), break one and see the audit catch it. Works on a copy under
 # .cache/demo; the example stays clean. The lab part needs root (namespaces, mounts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -78,6 +79,21 @@ for h in gw1 gw2 gw3; do
     printf '%s: ' "$h"
     .venv/bin/harden lab ssh --dir "$lab" "$h" 'mta -c /etc/postfix check && echo "mta check: no warnings"'
 done
+
+step "audit the fleet over SSH (harden audit: jail, master.cf, daemons, aliases, modes, live SMTP probes)"
+.venv/bin/harden audit -i "$lab/inventory.yml" --format html -o "$PWD/.cache/demo/audit.html" || true
+COLUMNS=${COLUMNS:-140} .venv/bin/harden audit -i "$lab/inventory.yml" && echo "audit: every check passed or was skipped"
+echo "HTML report: $PWD/.cache/demo/audit.html"
+
+step "break gw3 (root's mail to root, an open relay) and audit it again: exit status 1, the two findings"
+.venv/bin/harden lab ssh --dir "$lab" gw3 "sed -i 's/^root:.*/root: root/' /etc/postfix/aliases && \
+    mta -c /etc/postfix newaliases && mta -c /etc/postfix postconf -e 'mynetworks = 0.0.0.0/0' && \
+    mta -c /etc/postfix reload"
+status=0; COLUMNS=${COLUMNS:-140} .venv/bin/harden audit -i "$lab/inventory.yml" -l 'gw3*' || status=$?
+echo "harden audit exit status: $status"
+
+step "provisioning repairs gw3, and audits what it changed"
+.venv/bin/harden provision -i "$lab/inventory.yml" -l 'gw3*'
 
 echo
 echo "The lab stays up for you to explore: .venv/bin/harden lab ssh --dir $lab gw1"

@@ -36,3 +36,11 @@ if [ "$(id -u)" = 0 ]; then
     getent group postdrop >/dev/null || groupadd --system postdrop
     getent passwd postfix >/dev/null || useradd --system --no-create-home --shell /usr/sbin/nologin postfix
 fi
+# The tests render the audit's HTML report in Debian's headless Chromium.
+if [ "$extra" = test ] && [ "$(id -u)" = 0 ] && ! command -v chromium >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 || {
+        apt-get update -qq >/dev/null
+        apt-get install -y -q --no-install-recommends chromium >/dev/null
+    }
+fi
