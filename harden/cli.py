@@ -68,7 +68,8 @@ def _lab_up(args: argparse.Namespace) -> int:
     from harden.lab.clientfiles import INVENTORY, SSH_CONFIG
     from harden.lab.fleet import lab_up
 
-    report = lab_up(args.count, Path(args.dir), first_address=args.first_address, timeout=args.timeout)
+    report = lab_up(args.count, Path(args.dir), first_address=args.first_address, timeout=args.timeout,
+                    postfix=[h for spec in args.postfix or [] for h in spec.split(",") if h])
     if report.installed:
         print(f"installed from Debian's packages: {', '.join(report.installed)}")
     for host in report.hosts:
@@ -136,6 +137,9 @@ def _lab_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> N
     up.add_argument("--first-address", default=FIRST_ADDRESS,
                     help=f"address of gw1; the others follow (default {FIRST_ADDRESS})")
     up.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for every sshd (default 60)")
+    up.add_argument("--postfix", metavar="HOSTS", action="append",
+                    help="hosts (e.g. gw4, comma-separated) that run Debian's Postfix instead of waiting to be "
+                         "provisioned; they form the inventory group 'postfix'")
     up.set_defaults(run=_lab_up)
     down = with_dir(lab_sub.add_parser("down", help="stop every lab process by pid, remove addresses and files"))
     down.set_defaults(run=_lab_down)

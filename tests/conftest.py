@@ -88,7 +88,7 @@ def _ids_unchanged() -> Iterator[None]:
 # -- the local lab (harden lab) -----------------------------------------------------
 
 LAB_TEST_FIRST = "127.0.0.111"  # away from a user's own lab at 127.0.0.11...
-LAB_TEST_HOSTS = 3
+LAB_TEST_HOSTS = 4
 
 
 class LabFixture:

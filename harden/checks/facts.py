@@ -33,7 +33,7 @@ PARAMETERS = (
     "disable_vrfy_command", "smtpd_recipient_limit", "masquerade_domains", "mynetworks", "inet_interfaces",
     "smtpd_client_restrictions", "smtpd_helo_restrictions", "smtpd_sender_restrictions",
     "smtpd_relay_restrictions", "smtpd_recipient_restrictions", "smtpd_tls_security_level",
-    "smtpd_tls_cert_file", "myhostname", "mydestination", "relay_domains", "default_privs",
+    "smtpd_tls_cert_file", "myhostname", "mydestination", "relay_domains", "default_privs", "local_recipient_maps",
 )
 DAEMONS = ("master", "smtpd", "local", "pipe", "virtual")  # /proc/PID/comm of the processes listed
 CACHE_ATTRIBUTE = "_harden_facts"
@@ -49,12 +49,16 @@ else
   echo "@@kind none"; exit 0
 fi
 echo "@@kind $KIND"
-echo "@@params"; $PC {params} 2>/dev/null
+# One postconf for every parameter (each run of the MTA's tools costs a Python start on the host).
+P=$($PC -x {params} 2>/dev/null)
+echo "@@params"; printf '%s\n' "$P"
+val() {{ printf '%s\n' "$P" | sed -n "s/^$1 = //p"; }}
+words() {{ tr ', \t' '\n\n\n'; }}
 echo "@@master"; $PC -M 2>/dev/null
-Q=$($PC -h queue_directory 2>/dev/null)
-TABLES=$( ($PC -h alias_maps alias_database; $PC -h smtpd_client_restrictions smtpd_helo_restrictions \
-  smtpd_sender_restrictions smtpd_relay_restrictions smtpd_recipient_restrictions) 2>/dev/null \
-  | tr ', \t' '\n\n\n' | sed -n 's/^\(hash\|btree\|lmdb\|cdb\|dbm\):\(.*\)/\1:\2/p' | sort -u)
+Q=$(val queue_directory)
+TABLES=$(for n in alias_maps alias_database smtpd_client_restrictions smtpd_helo_restrictions \
+  smtpd_sender_restrictions smtpd_relay_restrictions smtpd_recipient_restrictions; do val $n; done \
+  | words | sed -n 's/^\(hash\|btree\|lmdb\|cdb\|dbm\):\(.*\)/\1:\2/p' | sort -u)
 echo "@@tables"; echo "$TABLES"
 echo "@@stat"
 FILES="$C $C/main.cf $C/master.cf $Q"
@@ -69,11 +73,11 @@ echo "@@hostfiles"
 for f in {etc_files}; do [ -e "/etc/$f" ] && echo "etc/$f"; done
 for d in /lib/*-linux-gnu; do [ -d "$d" ] || continue; a=${{d##*/}}; for p in {lib_patterns}; do for l in $d/$p; do [ -e "$l" ] && echo "lib/$a/${{l##*/}}"; done; done; done
 echo "@@aliases"
-for t in $($PC -h alias_maps 2>/dev/null | tr ', \t' '\n\n\n' | grep ':'); do echo "#table $t"; $PA -s "$t" 2>/dev/null; done
+for t in $(val alias_maps | words | grep ':'); do echo "#table $t"; $PA -s "$t" 2>/dev/null; done
 echo "@@passwd"; getent passwd
 echo "@@logindefs"; grep -E '^(UID_MIN|SYS_UID_MAX)[[:space:]]' /etc/login.defs 2>/dev/null
 # Hold one SMTP session open (past its greeting) while the processes are listed, so an smtpd runs.
-A=$($PC -h inet_interfaces 2>/dev/null | tr ', \t' '\n\n\n' | grep -E '^[0-9]' | head -n 1); A=${{A:-127.0.0.1}}
+A=$(val inet_interfaces | words | grep -E '^[0-9]' | head -n 1); A=${{A:-127.0.0.1}}
 if exec 3<>"/dev/tcp/$A/25"; then timeout 5 head -c 4 <&3 >/dev/null; fi 2>/dev/null
 echo "@@procs"
 for p in /proc/[0-9]*; do c=$(cat $p/comm 2>/dev/null) || continue
@@ -149,10 +153,20 @@ class Facts:
         return [w for w in self.params.get(name, "").replace(",", " ").split() if w]
 
     def jail_expected(self) -> list[str]:
-        """Jail paths this host must have: etc files it has, passwd, its libraries, the zoneinfo link."""
+        """Jail paths this host must have: etc files it has, passwd, its libraries, the zoneinfo link.
+
+        For Debian's Postfix, what its configure-instance.sh copies (reference §11.2): no libdb,
+        and etc/passwd only when local_recipient_maps reads unix:passwd.byname without proxy:.
+        """
         etc = [p for p in self.host_files if p.startswith("etc/")]
         libs = [p for p in self.host_files if p.startswith("lib/")]
-        return [*etc, "etc/passwd", *libs, ZONEINFO_LINK[0]]
+        passwd = ["etc/passwd"]
+        if self.kind == "postfix":
+            libs = [p for p in libs if not p.rsplit("/", 1)[-1].startswith("libdb")]
+            maps = self.params.get("local_recipient_maps", "")
+            if "unix:passwd.byname" not in maps or "proxy:unix:passwd.byname" in maps:
+                passwd = []
+        return [*etc, *passwd, *libs, ZONEINFO_LINK[0]]
 
 
 def _split(output: str) -> dict[str, list[str]]:

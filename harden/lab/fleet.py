@@ -16,6 +16,7 @@ nothing else is in it.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import time
@@ -25,6 +26,7 @@ from pathlib import Path
 
 from harden.errors import LabError
 from harden.lab import clientfiles, host, loopback, model
+from harden.lab import postfix as lab_postfix
 from harden.lab.model import LabHost, LabState
 
 DEFAULT_DIR = Path("/var/lib/harden/lab")
@@ -34,14 +36,14 @@ _WRITTEN = [model.STATE_FILE, clientfiles.KNOWN_HOSTS, clientfiles.SSH_CONFIG, c
             clientfiles.CLIENT_KEY, clientfiles.CLIENT_KEY + ".pub"]
 
 
-def packages_ensure() -> list[str]:
+def packages_ensure(extra: dict[str, str] | None = None) -> list[str]:
     """Install the Debian packages the hosts need when their programs are missing; return those installed.
 
     The hosts see the machine's / as their lower layer, so programs must be on
     the machine. A temporary policy-rc.d keeps the package scripts from starting
     an sshd on the machine itself.
     """
-    missing = sorted({pkg for path, pkg in PACKAGES.items() if not os.path.exists(path)})
+    missing = sorted({pkg for path, pkg in {**PACKAGES, **(extra or {})}.items() if not os.path.exists(path)})
     if not missing:
         return []
     policy = Path("/usr/sbin/policy-rc.d")
@@ -71,8 +73,12 @@ class UpReport:
 
 
 def lab_up(count: int, lab_dir: Path = DEFAULT_DIR, first_address: str = model.FIRST_ADDRESS,
-           timeout: float = 60.0, layer_size: str = "1g") -> UpReport:
-    """Build a lab of count hosts in lab_dir; LabError (with everything started taken down) on failure."""
+           timeout: float = 60.0, layer_size: str = "1g", postfix: list[str] | None = None) -> UpReport:
+    """Build a lab of count hosts in lab_dir; LabError (with everything started taken down) on failure.
+
+    + postfix: hosts (gw3 or gw3.lab.example) that get Debian's Postfix instead of waiting to be
+      provisioned (harden.lab.postfix); they form the inventory group ``postfix``.
+    """
     if os.geteuid() != 0:
         raise LabError("the lab needs root (namespaces, mounts, loopback addresses)")
     start = time.monotonic()
@@ -84,7 +90,15 @@ def lab_up(count: int, lab_dir: Path = DEFAULT_DIR, first_address: str = model.F
     if busy:
         raise LabError(f"port 22 is already in use on {', '.join(busy)} (a lab left up? see `harden lab status "
                        "--dir DIR` and `harden lab down --dir DIR`); choose other addresses with --first-address")
-    installed = packages_ensure()
+    wanted = set(postfix or [])
+    for one in hosts:
+        if one.name in wanted or one.name.split(".")[0] in wanted:
+            one.groups = [lab_postfix.GROUP]
+            wanted.discard(one.name)
+            wanted.discard(one.name.split(".")[0])
+    if wanted:
+        raise LabError(f"--postfix names no host of this lab: {', '.join(sorted(wanted))}")
+    installed = packages_ensure({"/usr/bin/cpio": "cpio"} if postfix else None)
     lab_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(lab_dir, 0o700)
     state = LabState(hosts)
@@ -104,6 +118,9 @@ def lab_up(count: int, lab_dir: Path = DEFAULT_DIR, first_address: str = model.F
                 raise LabError(f"{one.name}: sshd did not answer on {one.address}:22 within {timeout:.0f}s: "
                                f"{host.console_tail(lab_dir, one)}")
         clientfiles.client_files_write(lab_dir, hosts, keys)
+        for one in hosts:
+            if lab_postfix.GROUP in one.groups:
+                lab_postfix.postfix_install(lab_dir, one, lambda h, script: run_on_host(lab_dir, h, script))
     except BaseException:
         try:
             lab_down(lab_dir)
@@ -197,3 +214,10 @@ def lab_status(lab_dir: Path = DEFAULT_DIR) -> list[HostStatus]:
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         return list(pool.map(check, state.hosts))
+
+
+def run_on_host(lab_dir: Path, host: LabHost, script: str) -> tuple[int, str]:
+    """Run a bash script on a lab host over SSH (the lab's pinned keys); (exit code, stdout and stderr)."""
+    done = subprocess.run(ssh_command(lab_dir, host.name, ["bash", "-c", shlex.quote(script)]),
+                          capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    return done.returncode, done.stdout + done.stderr

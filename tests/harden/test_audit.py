@@ -1,4 +1,5 @@
-"""harden audit on the lab: a provisioned host passes, a host broken five ways fails exactly those five checks."""
+"""harden audit on the lab: provisioned hosts pass, one broken five ways fails exactly those five checks,
+and a host running Debian's Postfix is audited through its own postconf."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import pytest
 
 from harden.audit import ERROR, FAIL, PASS, SKIP, audit, exit_status
 from harden.inventory import inventory_load
+from harden.lab import postfix as lab_postfix
+from harden.lab.fleet import run_on_host
 from harden.provision import provision
 from tests.conftest import LabFixture
 
@@ -28,22 +31,30 @@ BREAKAGES = {
 }
 
 
-def test_good_and_broken_hosts(fresh_lab: LabFixture) -> None:
+# What a fresh Debian Postfix (Internet Site) gets wrong by the seed's standard, and nothing else.
+POSTFIX_FAILS = {"MTA-ALIAS-01", "SMTP-BANNER-01", "SMTP-VRFY-01", "SMTP-LIMIT-01", "SMTP-MASQ-01", "SMTP-UCE-01"}
+
+
+def test_good_broken_and_real_postfix_hosts(fresh_lab: LabFixture) -> None:
+    """Issue 7: 2 provisioned hosts pass, 1 broken five ways fails those five, 1 real Postfix is read right."""
     lab = fresh_lab
     inv = inventory_load(lab.dir / "inventory.yml")
-    provisioned = provision(inv, "gw1*,gw2*")
-    assert [r.status for r in provisioned] == ["changed", "changed"]
-    # Provisioning audits what it changed: both hosts pass as provisioned.
+    provisioned = provision(inv, "gw1*,gw2*,gw3*")
+    assert [r.status for r in provisioned] == ["changed"] * 3
+    # Provisioning audits what it changed: every host passes as provisioned.
     assert all(r.audit is not None and r.audit["pass"] >= 18 and r.findings == [] for r in provisioned), \
         [(r.audit, r.findings) for r in provisioned]
-    lab.ssh("gw2", " && ".join(BREAKAGES.values()) + " && mta -c /etc/postfix reload")
+    lab.ssh("gw3", " && ".join(BREAKAGES.values()) + " && mta -c /etc/postfix reload")
+    gw4 = lab.hosts[3]
+    lab_postfix.postfix_install(lab.dir, gw4, lambda h, script: run_on_host(lab.dir, h, script))
     started = time.monotonic()
-    good, broken = audit(inv, "gw1*,gw2*")
+    first, second, broken, postfix = audit(inv)
     elapsed = time.monotonic() - started
-    assert not good.unreachable and not broken.unreachable
-    assert {r.check.id: r.message for r in good.results if r.status in (FAIL, ERROR)} == {}
-    assert good.count(PASS) >= 18  # the rest are skipped, each with a reason
-    assert all(r.message for r in good.results if r.status == SKIP)
+    assert not any(a.unreachable for a in (first, second, broken, postfix))
+    for good in (first, second):
+        assert {r.check.id: r.message for r in good.results if r.status in (FAIL, ERROR)} == {}
+        assert good.count(PASS) >= 18  # the rest are skipped, each with a reason
+        assert all(r.message for r in good.results if r.status == SKIP)
     failed = {r.check.id: r.message for r in broken.results if r.status in (FAIL, ERROR)}
     assert sorted(failed) == sorted(BREAKAGES), failed
     assert "etc (postfix:postdrop 755)" in failed["MTA-JAIL-01"]
@@ -51,7 +62,16 @@ def test_good_and_broken_hosts(fresh_lab: LabFixture) -> None:
     assert "local (local)" in failed["MTA-CHROOT-01"]
     assert "root (privileged or mail_owner)" in failed["MTA-ALIAS-01"]
     assert "mynetworks trusts 0.0.0.0/0" in failed["SMTP-RELAY-01"] and "accepted" in failed["SMTP-RELAY-01"]
-    assert exit_status([good]) == 0 and exit_status([good, broken]) == 1
+    # Debian's Postfix, read through its own postconf: chroot, jail, queue modes and relay control are
+    # right out of the box; the banner, VRFY, root's alias and the anti-UCE settings are not.
+    statuses = {r.check.id: r.status for r in postfix.results}
+    assert {c for c, s in statuses.items() if s in (FAIL, ERROR)} == POSTFIX_FAILS, statuses
+    for passing in ("MTA-CHROOT-01", "MTA-CHROOT-02", "MTA-PROC-01", "MTA-PROC-03", "MTA-JAIL-01", "MTA-JAIL-02",
+                    "MTA-JAIL-03", "MTA-QUEUE-01", "MTA-CONF-01", "SMTP-RELAY-01", "SMTP-LISTEN-01"):
+        assert statuses[passing] == PASS, passing
+    banner = next(r.message for r in postfix.results if r.check.id == "SMTP-BANNER-01")
+    assert "ESMTP Postfix (Debian/GNU)" in banner
+    assert exit_status([first, second]) == 0 and exit_status([first, broken]) == 1
     assert elapsed < 30
 
 
