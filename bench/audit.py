@@ -21,29 +21,19 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.timing import timed  # noqa: E402
 from harden.inventory import inventory_load  # noqa: E402
 from harden.lab.fleet import lab_down, lab_state, lab_up  # noqa: E402
 from harden.provision import provision  # noqa: E402
 
 FIRST = "127.0.0.31"
-
-
-def timed(cmd: list[str], what: str, ok: tuple[int, ...] = (0,)) -> float:
-    start = time.monotonic()
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO / "harden")
-    elapsed = time.monotonic() - start
-    if done.returncode not in ok:
-        raise SystemExit(f"{what} failed (exit {done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    return elapsed
 
 
 def main() -> int:
@@ -74,7 +64,7 @@ def main() -> int:
         print(f"{args.hosts} hosts, {args.rounds} interleaved rounds; the same {checks} modules in every run")
         for round_no in range(1, args.rounds + 1):
             for name, cmd in runs.items():
-                elapsed = timed(cmd, name)
+                elapsed = timed(cmd, name, cwd=REPO / "harden")
                 times[name].append(elapsed)
                 print(f"  round {round_no} {name:24s} {elapsed:6.2f} s", flush=True)
         medians = {name: statistics.median(values) for name, values in times.items()}

@@ -21,27 +21,18 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.timing import timed  # noqa: E402
 from harden.inventory import inventory_load  # noqa: E402
 from harden.lab.fleet import lab_down, lab_state, lab_up  # noqa: E402
 from harden.render import gateway_files  # noqa: E402
 from harden.settings import settings_from_host  # noqa: E402
 
 FILES = ("main.cf", "master.cf", "aliases", "access")
-
-
-def timed(cmd: list[str], env: dict[str, str], what: str) -> float:
-    start = time.monotonic()
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-    elapsed = time.monotonic() - start
-    if done.returncode != 0:
-        raise SystemExit(f"{what} failed (exit {done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    return elapsed
 
 
 def main() -> int:
@@ -64,7 +55,7 @@ def main() -> int:
         (work / "home").mkdir()
         harden_cmd = [str(REPO / ".venv/bin/harden"), "provision", "-i", str(inventory_path), "--forks",
                       str(args.hosts), "--json"]
-        timed(harden_cmd, env, "initial harden provision")
+        timed(harden_cmd, "initial harden provision", env)
         inventory = inventory_load(inventory_path)
         templates = work / "templates"
         for host in inventory.hosts.values():
@@ -99,8 +90,8 @@ def main() -> int:
                     for file in FILES:
                         path = Path(f"/proc/{host.init_pid}/root/etc/postfix/{file}")
                         path.write_text(path.read_text() + "# changed behind the tool's back\n")
-                first = timed(cmd, tool_env, f"{name} first run")
-                nochange = timed(cmd, tool_env, f"{name} no-change run")
+                first = timed(cmd, f"{name} first run", tool_env)
+                nochange = timed(cmd, f"{name} no-change run", tool_env)
                 results[name]["first"].append(first)
                 results[name]["nochange"].append(nochange)
                 print(f"  round {rnd} {name:8s}: first run {first:6.2f}s  no-change run {nochange:6.2f}s", flush=True)

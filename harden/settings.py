@@ -162,7 +162,7 @@ class GatewaySettings:
     transport: dict[str, str] = field(default_factory=dict)
     aliases: dict[str, str | list[str]] = field(default_factory=dict)
     access: dict[str, str] = field(default_factory=dict)
-    masquerade_domains: list[str] = field(default_factory=lambda: ["$mydomain"])  # seed 7.5.4
+    masquerade_domains: list[str] = field(default_factory=lambda: ["$mydomain"])  # seed 7.5.5
     masquerade_exceptions: list[str] = field(default_factory=lambda: ["root"])
     smtpd_recipient_limit: int = 250  # seed 7.5.8: "should not exceed 250 or so"
     message_size_limit: int = 10240000

@@ -21,6 +21,7 @@ from __future__ import annotations
 import ipaddress
 import smtplib
 import ssl
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,8 +123,10 @@ def _tls(p: Probe, newest: bool) -> str:
     if newest:
         context.minimum_version = ssl.TLSVersion.TLSv1_2
     else:
-        context.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
-        context.maximum_version = ssl.TLSVersion.TLSv1_1
+        with warnings.catch_warnings():  # asking for a deprecated version is the point of this probe
+            warnings.simplefilter("ignore", DeprecationWarning)
+            context.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+            context.maximum_version = ssl.TLSVersion.TLSv1_1
         context.set_ciphers("ALL:@SECLEVEL=0")
     source = (p.source, 0) if p.bind and p.source else None
     with smtplib.SMTP(p.address, 25, timeout=TIMEOUT, source_address=source) as smtp:

@@ -41,10 +41,10 @@ def _expand(facts: Facts, name: str) -> set[str]:
 
 @check("MTA-ALIAS-01", "root's mail goes to an existing unprivileged account", severity="high",
        rationale="Nobody reads mail delivered to root on a gateway, and local delivery to root runs as "
-                 "root; mail to a system account or to mail_owner is unread too. The seed redirects root.",
+                 "root; mail to a system account or to mail_owner is unread too. The seed redirects root (7.5.7).",
        remediation="Add 'root: <an admin account>' to the aliases file (inventory root_alias) and run "
                    "newaliases.",
-       refs=("seed 7.5.5", "CIS Debian 2.1.x (mail for root)"))
+       refs=("seed 7.5.7",))
 def test_root_alias(host: Any) -> None:
     facts = mta_facts(host)
     if not facts.aliases:

@@ -30,7 +30,7 @@ COVERED = ("not owned by root: ", "group or other writable: ", " differ", "is ch
                  "master.cf names the programs the root master starts.",
        remediation="chown root:root /etc/postfix /etc/postfix/main.cf /etc/postfix/master.cf; chmod 0755 the "
                    "directory and 0644 the files.",
-       refs=("postfix-files", "CIS Debian 2.1.x"))
+       refs=("postfix-files", "reference §11.3"))
 def test_config_files(host: Any) -> None:
     facts = mta_facts(host)
     problems = []

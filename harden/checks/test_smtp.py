@@ -35,7 +35,7 @@ def _probe(host: Any) -> Probe:
 @check("SMTP-BANNER-01", "the SMTP greeting names no software or version", severity="low",
        rationale="A banner that names the MTA and its version tells an attacker which exploits to try.",
        remediation="smtpd_banner = $myhostname ESMTP",
-       refs=("CIS Debian 2.1.x", "seed 7.5.4"))
+       refs=("seed 7.5.4",))
 def test_banner(host: Any) -> None:
     p = _probe(host)
     text = p.banner.split(None, 1)[1] if " " in p.banner.strip() else ""
@@ -47,7 +47,7 @@ def test_banner(host: Any) -> None:
        rationale="VRFY lets anyone test which local accounts exist: a harvesting aid for spammers and "
                  "password guessers.",
        remediation="disable_vrfy_command = yes",
-       refs=("seed 7.5.4", "STIG V-xxxxx (VRFY)"))
+       refs=("seed 7.5.4", "RFC 5321 section 3.5.3"))
 def test_vrfy(host: Any) -> None:
     p = _probe(host)
     code, text = p.vrfy
@@ -60,7 +60,7 @@ def test_vrfy(host: Any) -> None:
                  "naive relay check.",
        remediation="mynetworks = only your own networks; smtpd_relay_restrictions = permit_mynetworks, "
                    "reject_unauth_destination",
-       refs=("seed 7.5.8", "RFC 5321 section 3.9", "CIS Debian 2.1.x"))
+       refs=("seed 7.5.8", "RFC 5321 section 3.9", "RHEL 7 STIG RHEL-07-040680 (V-72297)"))
 def test_no_open_relay(host: Any) -> None:
     facts = mta_facts(host)
     p = _probe(host)
@@ -85,9 +85,9 @@ def test_recipient_limit(host: Any) -> None:
 
 
 @check("SMTP-MASQ-01", "masquerade_domains is set", severity="low",
-       rationale="Without masquerading, outgoing mail shows internal host names (seed 7.5.4).",
+       rationale="Without masquerading, outgoing mail shows internal host names (seed 7.5.5).",
        remediation="masquerade_domains = $mydomain (and masquerade_exceptions = root)",
-       refs=("seed 7.5.4",))
+       refs=("seed 7.5.5",))
 def test_masquerading(host: Any) -> None:
     facts = mta_facts(host)
     assert facts.param_list("masquerade_domains"), "masquerade_domains is empty"
@@ -128,7 +128,8 @@ def _expected_listeners(host: Any, facts: Facts) -> set[str] | None:
        rationale="A gateway that also listens on an internal or management address offers its SMTP server "
                  "where nobody expects one.",
        remediation="inet_interfaces = the inventory's addresses only; reload or restart the MTA.",
-       refs=("seed 7.5.3",))
+       refs=("seed 7.5.3", "CIS Debian 12 2.1.21 (MTA local-only mode; a gateway is the mail server it "
+                           "exempts, so this check holds it to the inventory's addresses instead)"))
 def test_listen(host: Any) -> None:
     facts = mta_facts(host)
     expected = _expected_listeners(host, facts)

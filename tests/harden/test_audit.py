@@ -124,3 +124,21 @@ def test_plain_pytest_runs_the_same_checks(lab: LabFixture) -> None:
         capture_output=True, text=True, timeout=300, cwd=REPO / "harden")
     assert done.returncode == 0, done.stdout[-3000:]
     assert " passed" in done.stdout and "failed" not in done.stdout
+
+
+def test_tls_is_probed_where_enabled(lab: LabFixture) -> None:
+    inv = inventory_load(lab.dir / "inventory.yml")
+    assert provision(inv, "gw1*", audit_after=False)[0].status in ("ok", "changed")
+    lab.ssh("gw1", "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=gw1.lab.example "
+                   "-keyout /etc/postfix/tls.key -out /etc/postfix/tls.crt 2>/dev/null && chmod 600 /etc/postfix/tls.key "
+                   "&& mta -c /etc/postfix postconf -e 'smtpd_tls_security_level = may' "
+                   "'smtpd_tls_cert_file = /etc/postfix/tls.crt' 'smtpd_tls_key_file = /etc/postfix/tls.key' "
+                   "&& mta -c /etc/postfix reload")
+    try:
+        time.sleep(0.5)  # new smtpd processes after the reload
+        [gw1] = audit(inv, "gw1*")
+        [tls] = [r for r in gw1.results if r.check.id == "SMTP-TLS-01"]
+        assert tls.status == PASS, tls.message  # STARTTLS offered, TLS 1.2+ agreed, TLS 1.1 refused
+    finally:
+        lab.ssh("gw1", "mta -c /etc/postfix postconf -X smtpd_tls_security_level smtpd_tls_cert_file "
+                       "smtpd_tls_key_file && mta -c /etc/postfix reload", check=False)
