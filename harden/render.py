@@ -94,6 +94,9 @@ def master_services(s: GatewaySettings) -> list[ServiceLine]:
         ServiceLine("qmgr", "unix", "n", "-", yn("qmgr"), "300", "1", "qmgr"),
         ServiceLine("showq", "unix", "n", "-", yn("showq"), "-", "-", "showq"),
         ServiceLine("anvil", "unix", "-", "-", yn("anvil"), "-", "1", "anvil"),
+        ServiceLine("error", "unix", "-", "-", yn("error"), "-", "-", "error"),
+        ServiceLine("retry", "unix", "-", "-", yn("retry"), "-", "-", "error"),
+        ServiceLine("discard", "unix", "-", "-", yn("discard"), "-", "-", "discard"),
         ServiceLine("local", "unix", "-", "n", "n", "-", "-", "local"),
         ServiceLine("postdrop", "unix", "n", "-", "n", "-", "-", "postdrop"),
     ]

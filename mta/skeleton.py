@@ -64,6 +64,8 @@ DAEMONS: dict[str, str] = {
     "local": "mta.local",
     "showq": "mta.showq",
     "anvil": "mta.anvil",
+    "error": "mta.error",
+    "discard": "mta.discard",
 }
 
 

@@ -69,12 +69,12 @@ class Qmgr:
     trigger bytes, stop() to shut down.
     """
 
-    def __init__(self, queue_dir: Path, cfg: MainConfig) -> None:
+    def __init__(self, queue_dir: Path, cfg: MainConfig, routing: Routing | None = None) -> None:
         self.queue_dir = Path(queue_dir)
         self.active_limit = cfg.get_int("qmgr_message_active_limit", minimum=1)
         self.queue_run_delay = cfg.get_time("queue_run_delay", minimum=1)
         self.policy: RetryPolicy = policy_from_config(cfg)
-        self.routing: Routing = routing_from_config(cfg)
+        self.routing: Routing = routing or routing_from_config(cfg)  # tables opened before chroot
         self.notifier: Notifier = notifier_from_config(cfg, self.routing)
         self.limits = TransportLimits(cfg)
         self.dead = DeadTransports(cfg.get_time("transport_retry_time", minimum=1))
@@ -267,12 +267,13 @@ class Qmgr:
 
 def pre_init(ctx: DaemonContext) -> None:
     """Check the configuration before privileges are dropped (a bad value stops the process here)."""
-    Qmgr(ctx.queue_dir, ctx.cfg)
+    ctx.state["routing"] = routing_from_config(ctx.cfg)  # transport_maps opened here, outside the jail
+    Qmgr(ctx.queue_dir, ctx.cfg, ctx.state["routing"])
 
 
 def post_init(ctx: DaemonContext) -> None:
     """Make the queue manager (after chroot, so its paths are the jail's), recover active/, start scheduling."""
-    qmgr = Qmgr(ctx.queue_dir, ctx.cfg)
+    qmgr = Qmgr(ctx.queue_dir, ctx.cfg, ctx.state.get("routing"))
     ctx.state["qmgr"] = qmgr
     for name in (queue.INCOMING, queue.ACTIVE, queue.DEFERRED, queue.CORRUPT):
         if not (ctx.queue_dir / name).is_dir():

@@ -3,7 +3,11 @@
 ROUTING. A recipient whose domain is in mydestination (or ``localhost``, or a
 bare local part) goes to the transport named by local_transport (``local`` of
 ``local:$myhostname``); the double-bounce address is discarded as Postfix's
-qmgr does. Every other destination stays deferred ("mail transport
+qmgr does. transport_maps (transport(5)) overrides that for what it lists:
+keys ``user+ext@domain``, ``user@domain``, ``domain``, ``.parent`` for each
+parent domain, then ``*``; values ``transport:nexthop``, an empty half
+keeping the default (``error:5.1.1 closed`` sends to the error service with
+that text). Every other destination stays deferred ("mail transport
 unavailable") until an SMTP client transport exists.
 
 REQUESTS. Recipients of one message are grouped per transport and next hop,
@@ -32,6 +36,8 @@ from typing import Any, Callable
 
 from mta import clients, log, proto
 from mta.config import MainConfig
+from mta.errors import ConfigError, MapError
+from mta.maps import Map, open_map
 from mta.qmgr.active import ActiveMessage, active_bounce, active_defer, active_sent
 from mta.record import Recipient
 
@@ -53,6 +59,8 @@ class Routing:
     local_domains: frozenset[str]
     local_transport: str
     double_bounce: str
+    transport_maps: tuple[Map, ...] = ()
+    recipient_delimiter: str = ""
 
     def is_local(self, address: str) -> bool:
         """True for a bare local part, ``localhost``, or a domain in mydestination."""
@@ -65,9 +73,34 @@ class Routing:
     def route(self, address: str) -> tuple[str | None, str]:
         """(transport, next hop) for address; transport None when none is available yet."""
         domain = address.rpartition("@")[2].lower() if "@" in address else ""
-        if self.is_local(address):
-            return self.local_transport, domain
-        return None, domain
+        transport: str | None = self.local_transport if self.is_local(address) else None
+        found = self._transport_entry(address, domain)
+        if found is None:
+            return transport, domain
+        name, _, nexthop = found.partition(":")
+        return (name.strip() or transport), (nexthop.strip() or domain)
+
+    def _transport_entry(self, address: str, domain: str) -> str | None:
+        """The transport_maps value for address (transport(5) search order), or None."""
+        if not self.transport_maps:
+            return None
+        keys = [address]
+        local = address.rpartition("@")[0] if "@" in address else address
+        for delim in self.recipient_delimiter:
+            if delim in local:
+                keys.append(local.split(delim, 1)[0] + (f"@{domain}" if domain else ""))
+                break
+        if domain:
+            keys.append(domain)
+            labels = domain.split(".")
+            keys += ["." + ".".join(labels[i:]) for i in range(1, len(labels))]
+        keys.append("*")
+        for key in keys:
+            for table in self.transport_maps:
+                value = table.lookup(key.lower() if table.fold_case else key)
+                if value is not None and value.strip():
+                    return value.strip()
+        return None
 
     def is_double_bounce(self, address: str) -> bool:
         """True for the local double-bounce address (bare or in a local domain)."""
@@ -88,7 +121,14 @@ def routing_from_config(cfg: MainConfig) -> Routing:
             continue
         domains.add(entry.lower().rstrip("."))
     transport = cfg.get("local_transport").partition(":")[0].strip() or "local"
-    return Routing(frozenset(domains), transport, cfg.get("double_bounce_sender") or "double-bounce")
+    tables = []
+    for spec in cfg.get_list("transport_maps"):
+        try:
+            tables.append(open_map(spec, cfg))
+        except MapError as exc:
+            raise ConfigError(f"transport_maps: {exc}", cfg.path) from None
+    return Routing(frozenset(domains), transport, cfg.get("double_bounce_sender") or "double-bounce",
+                   tuple(tables), cfg.get("recipient_delimiter"))
 
 
 class TransportLimits:

@@ -138,6 +138,9 @@ qmgr      unix  n       -       n       300     1       qmgr
 local     unix  -       n       n       -       -       local
 showq     unix  n       -       n       -       -       showq
 anvil     unix  -       -       n       -       1       anvil
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
 postdrop  unix  n       -       n       -       -       postdrop
 """
 

@@ -257,3 +257,24 @@ def test_hold_and_discard_actions(make_mta) -> None:  # type: ignore[no-untyped-
     mta.run("postsuper", "-H", held.name)
     mta.run("postqueue", "-f")
     wait_for(lambda: len(maildir_messages(home(U1))) == 1, what="delivery after release from hold")
+
+
+def test_error_retry_and_discard_transports(make_mta) -> None:  # type: ignore[no-untyped-def]
+    """transport_maps sends a closed domain to error (a bounce naming the text), a trap to discard
+    (sent, nothing delivered) and a domain to retry (deferred with the text)."""
+    mta = make_mta(main_extra="transport_maps = inline:{ {closed.example=error:5.1.1 this domain is closed}, "
+                              "{trap.example=discard:spam trap}, {later.example=retry:4.4.1 come back later} }\n")
+    mta.start()
+    send(mta, ["x@closed.example", "y@trap.example", "z@later.example"], sender=f"{U1}@{DOMAIN}",
+         subject="three ways")
+    wait_for(lambda: len(maildir_messages(home(U1))) == 1, what="the bounce for closed.example")
+    raw = maildir_messages(home(U1))[0]
+    assert b"Final-Recipient: rfc822; x@closed.example" in raw and b"Status: 5.1.1" in raw
+    assert b"this domain is closed" in raw
+    assert b"y@trap.example" not in raw.split(b"Content-Type: text/rfc822-headers")[0]  # only x bounced
+    log = mta.log()
+    assert "to=<y@trap.example>, relay=none" in log and "status=sent (spam trap)" in log
+    assert "to=<z@later.example>, relay=none" in log and "status=deferred (come back later)" in log
+    wait_for(lambda: len(mta.queue_files("deferred")) == 1, what="the message deferred for later.example")
+    listing = mta.run("postqueue", "-p").stdout.decode()
+    assert "z@later.example" in listing and "come back later" in listing and "x@closed.example" not in listing

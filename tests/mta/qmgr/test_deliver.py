@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from mta import bounce_log, queue
+from mta.errors import ConfigError
 from mta.qmgr import deliver
 from mta.qmgr.active import ActiveMessage, active_enter, active_load
 from mta.qmgr.deliver import (
@@ -30,6 +31,23 @@ def load(qdir: Path, *rcpts: str) -> ActiveMessage:
     msg = active_load(qdir, qid)
     assert msg is not None
     return msg
+
+
+def test_transport_maps(qdir: Path) -> None:
+    """transport(5): user+ext@domain, user@domain, domain, .parent, *; empty halves keep the defaults."""
+    table = ("inline:{ {bob@relay.example=smtp:[mx.internal]:25}, {relay.example=relay:}, "
+             "{.sub.example=:gw.example}, {closed.example=error:5.1.1 this domain is closed}, "
+             "{mx.example.test=discard:}, {*=retry:4.4.1 later} }")
+    routing = routing_from_config(make_config(qdir, transport_maps=table, recipient_delimiter="+"))
+    assert routing.route("bob+tag@relay.example") == ("smtp", "[mx.internal]:25")
+    assert routing.route("alice@relay.example") == ("relay", "relay.example")
+    assert routing.route("x@a.sub.example") == (None, "gw.example")  # no transport of its own: the default
+    assert routing.route("x@sub.example") == ("retry", "4.4.1 later")  # ".sub.example" is for subdomains only
+    assert routing.route("x@closed.example") == ("error", "5.1.1 this domain is closed")
+    assert routing.route("bob@mx.example.test") == ("discard", "mx.example.test")  # even a local domain
+    assert routing.route("root") == ("retry", "4.4.1 later")
+    with pytest.raises(ConfigError, match="transport_maps: .*no_such_file"):
+        routing_from_config(make_config(qdir, transport_maps=f"hash:{qdir}/no_such_file"))
 
 
 def test_routing(qdir: Path) -> None:
