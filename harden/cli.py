@@ -46,8 +46,12 @@ def _audit(args: argparse.Namespace) -> int:
     from harden.inventory import inventory_load
     from harden.waivers import waivers_load
 
-    inventory = inventory_load(args.inventory)
-    waivers = waivers_load(Path(args.waivers)) if args.waivers else []
+    try:
+        inventory = inventory_load(args.inventory)
+        waivers = waivers_load(Path(args.waivers)) if args.waivers else []
+    except HardenError as exc:  # nothing could be audited: 2, never the 1 of a failed check
+        print(f"harden: error: {exc}", file=sys.stderr)
+        return 2
     audits = audit(inventory, args.limit, forks=args.forks, waivers=waivers)
     if args.format == "table":
         if args.output:
@@ -202,8 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
             "host (host keys checked strictly), the host's facts gathered in one command, SMTP probed live "
             "from this machine (banner, VRFY, relay attempts in every routed-address form, STARTTLS). Checks "
             "also run under plain pytest: pytest --hosts=ssh://HOST harden/checks. Exit status: 0 every "
-            "check passed, was skipped or waived; 1 a check failed; 2 a host was unreachable or a check "
-            "could not run."
+            "check passed, was skipped or waived; 1 a check failed; 2 a host was unreachable, a check "
+            "could not run, or the inventory or waivers file is unusable."
         ),
     )
     aud.add_argument("-i", "--inventory", required=True, help="Ansible-style YAML inventory file")

@@ -36,3 +36,21 @@ def test_errors_name_the_file_and_entry(tmp_path: Path, text: str, message: str)
     with pytest.raises(WaiverError, match=message) as info:
         waivers_load(path)
     assert str(path) in str(info.value)
+
+
+def test_audit_refuses_a_bad_waivers_file_with_status_2(tmp_path: Path) -> None:
+    """Nothing audited is not "a check failed": harden audit exits 2 and names the file and entry."""
+    import subprocess
+
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text("all:\n  hosts:\n    gw1:\n      ansible_host: 127.0.0.1\n")
+    waivers = tmp_path / "waivers.yml"
+    waivers.write_text("- id: SMTP-BANNER-01\n  hosts: '*'\n")
+    harden = Path(__file__).resolve().parents[2] / ".venv/bin/harden"
+    done = subprocess.run([str(harden), "audit", "-i", str(inventory), "--waivers", str(waivers)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert f"{waivers}: waiver 1: missing justification, expires" in done.stderr
+    done = subprocess.run([str(harden), "audit", "-i", str(tmp_path / "missing.yml")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "missing.yml" in done.stderr
