@@ -147,6 +147,7 @@ def lab_down(lab_dir: Path = DEFAULT_DIR) -> LabState | None:
     if errors:
         raise LabError("; ".join(errors))
     shutil.rmtree(lab_dir / "hosts", ignore_errors=True)
+    shutil.rmtree(lab_dir / lab_postfix.DEBS, ignore_errors=True)  # Debian's postfix .deb, if --postfix fetched it
     for name in _WRITTEN:
         (lab_dir / name).unlink(missing_ok=True)
     try:

@@ -148,6 +148,8 @@ def test_down_leaves_nothing(tmp_path: Path) -> None:
     assert {"127.0.0.141", "127.0.0.142"} <= lo_addresses()
     namespaces = [h.pidns for h in hosts]
     assert all(lab_host.namespace_pids(ns) for ns in namespaces)
+    (lab_dir / "debs").mkdir()  # what --postfix downloads goes too
+    (lab_dir / "debs" / "postfix_3.7.11-0+deb12u1_amd64.deb").write_bytes(b"x")
     done = harden("lab", "down", "--dir", str(lab_dir))
     assert done.returncode == 0, done.stderr
     assert not lab_dir.exists()
