@@ -66,6 +66,7 @@ DAEMONS: dict[str, str] = {
     "anvil": "mta.anvil",
     "error": "mta.error",
     "discard": "mta.discard",
+    "smtp": "mta.smtp",
 }
 
 

@@ -7,8 +7,9 @@ qmgr does. transport_maps (transport(5)) overrides that for what it lists:
 keys ``user+ext@domain``, ``user@domain``, ``domain``, ``.parent`` for each
 parent domain, then ``*``; values ``transport:nexthop``, an empty half
 keeping the default (``error:5.1.1 closed`` sends to the error service with
-that text). Every other destination stays deferred ("mail transport
-unavailable") until an SMTP client transport exists.
+that text; ``smtp:[mail.internal]:25`` to the smtp client). Every other
+destination stays deferred ("mail transport unavailable") until
+default_transport and relay_transport are routed (issue 8, next part).
 
 REQUESTS. Recipients of one message are grouped per transport and next hop,
 at most ``<transport>_destination_recipient_limit`` per request (Postfix's

@@ -141,6 +141,7 @@ anvil     unix  -       -       n       -       1       anvil
 error     unix  -       -       n       -       -       error
 retry     unix  -       -       n       -       -       error
 discard   unix  -       -       n       -       -       discard
+smtp      unix  -       -       n       -       -       smtp
 postdrop  unix  n       -       n       -       -       postdrop
 """
 

@@ -278,3 +278,25 @@ def test_error_retry_and_discard_transports(make_mta) -> None:  # type: ignore[n
     wait_for(lambda: len(mta.queue_files("deferred")) == 1, what="the message deferred for later.example")
     listing = mta.run("postqueue", "-p").stdout.decode()
     assert "z@later.example" in listing and "come back later" in listing and "x@closed.example" not in listing
+
+
+def test_gateway_relays_to_an_internal_mta(make_mta) -> None:  # type: ignore[no-untyped-def]
+    """Two instances on loopback: the gateway sends internal.example to the internal MTA over SMTP
+    (transport_maps smtp:[127.0.0.1]:PORT); an unknown user there comes back as a DSN naming its reply."""
+    internal = make_mta(main_extra="mydestination = internal.example\n")
+    internal.start()
+    gateway = make_mta(main_extra=f"transport_maps = inline:{{ {{internal.example=smtp:[127.0.0.1]:{internal.port}}} }}\n")
+    gateway.start()
+    send(gateway, [f"{U2}@internal.example", "nosuch@internal.example"], sender=f"{U1}@{DOMAIN}",
+         subject="through the gateway", body="relayed inside")
+    wait_for(lambda: len(maildir_messages(home(U2))) == 1, what="delivery by the internal MTA")
+    got = maildir_messages(home(U2))[0]
+    assert b"relayed inside" in got and b"Subject: through the gateway" in got
+    assert got.count(b"Received: ") >= 2  # the gateway's and the internal MTA's
+    log = gateway.log()
+    assert f"to=<{U2}@internal.example>, relay=127.0.0.1[127.0.0.1]:{internal.port}" in log
+    assert "status=sent (250 2.0.0 Ok: queued as " in log
+    wait_for(lambda: len(maildir_messages(home(U1))) == 1, what="the bounce for the unknown user")
+    dsn = maildir_messages(home(U1))[0]
+    assert b"Final-Recipient: rfc822; nosuch@internal.example" in dsn and b"Status: 5.1.1" in dsn
+    assert b"said: 550 5.1.1 <nosuch@internal.example>: Recipient address rejected" in dsn.replace(b"\n ", b" ")

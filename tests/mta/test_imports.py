@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 MTA = Path(__file__).resolve().parents[2] / "mta"
-DAEMONS = ("smtpd", "cleanup", "pickup", "postdrop", "qmgr", "local", "showq", "anvil", "error", "discard", "master")
+DAEMONS = ("smtpd", "cleanup", "pickup", "postdrop", "qmgr", "local", "showq", "anvil", "error", "discard", "smtp",
+           "master")
 
 
 def daemon_files(name: str) -> list[Path]:

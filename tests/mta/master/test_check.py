@@ -60,11 +60,13 @@ def test_missing_master_cf(tmp_path: Path, mail_users: None) -> None:
 def test_rows_runnable() -> None:
     rows = parse_master_text("smtp inet n - y - - smtpd\n"
                              "relay unix - - y - - smtp\n"
+                             "lmtp unix - - y - - lmtp\n"
                              "echo unix - - n - - tests.mta.master.daemons:echo\n"
                              "postlog unix-dgram n - n - 1 postlogd\n", compatibility_level="3.6")
     runnable, warnings = rows_runnable(rows)
     assert "echo" in [row.service for row in runnable]
-    assert "service relay/unix: command smtp is not available in this MTA; service disabled" in warnings
+    assert "relay" in [row.service for row in runnable]  # the smtp client exists now
+    assert "service lmtp/unix: command lmtp is not available in this MTA; service disabled" in warnings
     assert ("service postlog/unix-dgram: transport type unix-dgram is not supported by this MTA; "
             "service disabled") in warnings
 

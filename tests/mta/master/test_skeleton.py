@@ -44,8 +44,8 @@ def test_load() -> None:
         daemon_load("tests.mta.master.daemons:nosuch")
     with pytest.raises(DaemonError, match="import no.such.module: ModuleNotFoundError"):
         daemon_load("no.such.module")
-    with pytest.raises(DaemonError, match="command smtp is not available in this MTA"):
-        daemon_load("smtp")
+    with pytest.raises(DaemonError, match="command lmtp is not available in this MTA"):
+        daemon_load("lmtp")
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/PID/comm is Linux's")
