@@ -2,8 +2,8 @@
 
 NEXT HOP. ``[host]:port`` or ``[host]`` is used as written (no MX lookup);
 ``host:port`` or ``host`` (usually the recipient domain) is looked up as
-MX records, tried in preference order (RFC 5321 section 5; equal
-preferences in the order given), falling back to the name's own address
+MX records, tried in preference order (RFC 5321 section 5.1; hosts of
+equal preference in random order, as it asks), falling back to the name's own address
 when it has no MX. Names are resolved with mta.dns_lookup (set up before
 chroot); addresses are used as they are. The port defaults to 25.
 
@@ -28,6 +28,7 @@ unprivileged (its DNS resolver is set up before chroot).
 from __future__ import annotations
 
 import dataclasses
+import random
 import re
 import smtplib
 import socket
@@ -37,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mta import log, proto
-from mta.agent import request_serve
+from mta.agent import reply_all, request_serve
 from mta.dns_lookup import DnsClient
 from mta.queue import MESSAGE_QUEUES, queue_id_valid, queue_path
 from mta.record import RecordError, record_read
@@ -82,9 +83,9 @@ def hosts_for(nexthop: str, dns: DnsClient) -> list[tuple[str, int]]:
     answer = dns.lookup(name, "MX")
     if answer.status == "found":
         ranked = []
-        for i, value in enumerate(answer.values):
+        for value in answer.values:
             pref, _, host = value.partition(" ")
-            ranked.append((int(pref) if pref.isdigit() else 65535, i, host.rstrip(".")))
+            ranked.append((int(pref) if pref.isdigit() else 65535, random.random(), host.rstrip(".")))
         return [(host, port) for _, _, host in sorted(ranked) if host]
     return [(name, port)]
 
@@ -110,16 +111,11 @@ def smtp_deliver(settings: Settings, dns: DnsClient, request: dict[str, Any]) ->
     if queue_name not in MESSAGE_QUEUES or not queue_id_valid(queue_id) or not recipients:
         return proto.reply(proto.PERMFAIL, "malformed delivery request")
 
-    def all_of(status: int, dsn: str, reason: str, relay: str = "none") -> dict[str, Any]:
-        return {"status": proto.OK, "relay": relay, "recipients": [
-            {"address": r.get("address", ""), "offset": r.get("offset"), "status": status, "dsn": dsn,
-             "reason": reason} for r in recipients]}
-
     try:
         envelope, content = record_read(queue_path(settings.queue_dir, queue_name, queue_id))
     except (OSError, RecordError) as exc:
         log.msg_warn(f"{queue_id}: cannot read queue file: {exc}")
-        return all_of(proto.TEMPFAIL, "4.3.0", "cannot read queue file")
+        return reply_all(recipients, proto.TEMPFAIL, "4.3.0", "cannot read queue file")
     nexthop = str(request.get("nexthop") or "")
     hosts = hosts_for(nexthop, dns)
     failure = f"Host or domain name not found. Name service error for name={nexthop}"
@@ -134,7 +130,7 @@ def smtp_deliver(settings: Settings, dns: DnsClient, request: dict[str, Any]) ->
         except (OSError, smtplib.SMTPException) as exc:
             failure = f"connect to {relay}: {exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}"
             continue
-    return all_of(proto.TEMPFAIL, "4.4.1", failure)
+    return reply_all(recipients, proto.TEMPFAIL, "4.4.1", failure)
 
 
 def _session(settings: Settings, request: dict[str, Any], recipients: list[dict[str, Any]], content: bytes,
@@ -154,9 +150,7 @@ def _session(settings: Settings, request: dict[str, Any], recipients: list[dict[
             client.ehlo()
         elif settings.tls_level == "encrypt":
             reason = f"TLS is required, but was not offered by host {host}[{address}]"
-            return {"status": proto.OK, "relay": relay, "recipients": [
-                {"address": r.get("address", ""), "offset": r.get("offset"), "status": proto.TEMPFAIL,
-                 "dsn": "4.7.4", "reason": reason} for r in recipients]}
+            return reply_all(recipients, proto.TEMPFAIL, "4.7.4", reason, relay)
         options = ["BODY=8BITMIME"] if client.has_extn("8bitmime") and any(b > 127 for b in content) else []
         code, message = client.mail(sender, options)
         if code >= 400:
