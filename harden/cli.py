@@ -40,6 +40,13 @@ def _provision(args: argparse.Namespace) -> int:
     return 1 if any(r.findings for r in results) else 0
 
 
+def _fleet_arguments(parser: argparse.ArgumentParser, done: str) -> None:
+    """The inventory, --limit and --forks options every fleet command takes."""
+    parser.add_argument("-i", "--inventory", required=True, help="Ansible-style YAML inventory file")
+    parser.add_argument("-l", "--limit", help="hosts or groups to act on (Ansible pattern: a,b  a:!b  a:&b  glob*)")
+    parser.add_argument("--forks", type=int, default=10, help=f"hosts {done} at once (default 10)")
+
+
 def _audit(args: argparse.Namespace) -> int:
     from harden.audit import audit, exit_status
     from harden.audit_report import report_html, report_json, report_junit, report_table
@@ -187,11 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
             "any host failed or was unreachable, 1 when the audit found a failure on a changed host."
         ),
     )
-    prov.add_argument("-i", "--inventory", required=True, help="Ansible-style YAML inventory file")
-    prov.add_argument("-l", "--limit", help="hosts or groups to act on (Ansible pattern: a,b  a:!b  a:&b  glob*)")
+    _fleet_arguments(prov, "provisioned")
     prov.add_argument("--check", action="store_true", help="change nothing; report what would change")
     prov.add_argument("--diff", action="store_true", help="show a unified diff of each configuration file")
-    prov.add_argument("--forks", type=int, default=10, help="hosts provisioned at once (default 10)")
     prov.add_argument("--json", action="store_true", help="one JSON object per host on stdout, nothing else")
     prov.add_argument("--no-audit", action="store_true",
                       help="do not run harden audit on the hosts that were changed (it runs by default)")
@@ -210,14 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
             "could not run, or the inventory or waivers file is unusable."
         ),
     )
-    aud.add_argument("-i", "--inventory", required=True, help="Ansible-style YAML inventory file")
-    aud.add_argument("-l", "--limit", help="hosts or groups to audit (Ansible pattern)")
+    _fleet_arguments(aud, "audited")
     aud.add_argument("--format", choices=("table", "json", "junit", "html"), default="table",
                      help="report format (default: a table on the terminal)")
     aud.add_argument("-o", "--output", metavar="FILE", help="write the report to FILE instead of stdout")
     aud.add_argument("--waivers", metavar="FILE",
                      help="YAML list of accepted exceptions: id, hosts (pattern), justification, expires")
-    aud.add_argument("--forks", type=int, default=10, help="hosts audited at once (default 10)")
     aud.set_defaults(run=_audit)
     _lab_parser(sub)
     return parser

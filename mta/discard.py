@@ -14,7 +14,7 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 from mta import proto
-from mta.agent import request_serve
+from mta.agent import reply_all, request_serve
 
 if TYPE_CHECKING:
     from mta.skeleton import DaemonContext
@@ -33,9 +33,7 @@ def post_init(ctx: "DaemonContext") -> None:
 def discard_reply(request: dict[str, Any]) -> dict[str, Any]:
     """The reply to a delivery request: every recipient sent, with the next hop's text as the reason."""
     reason = str(request.get("nexthop") or "").strip() or "discarded"
-    recipients = [{"address": r.get("address", ""), "offset": r.get("offset"), "status": proto.OK,
-                   "dsn": "2.0.0", "reason": reason} for r in request.get("recipients") or [] if isinstance(r, dict)]
-    return {"status": proto.OK, "relay": "none", "recipients": recipients}
+    return reply_all(request.get("recipients"), proto.OK, "2.0.0", reason)
 
 
 def service(conn: socket.socket, ctx: "DaemonContext") -> None:

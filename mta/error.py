@@ -19,7 +19,7 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 from mta import proto
-from mta.agent import request_serve
+from mta.agent import reply_all, request_serve
 
 if TYPE_CHECKING:
     from mta.skeleton import DaemonContext
@@ -45,11 +45,11 @@ def error_reply(request: dict[str, Any], retry: bool) -> dict[str, Any]:
     if not dsn or dsn[0] != str(status):
         dsn = f"{status}.0.0"
     reason = reason or ("delivery temporarily suspended" if retry else "delivery failed")
-    recipients = [{"address": r.get("address", ""), "offset": r.get("offset"), "status": status, "dsn": dsn,
-                   "reason": reason} for r in request.get("recipients") or [] if isinstance(r, dict)]
-    return {"status": proto.OK, "relay": "none", "recipients": recipients}
+    return reply_all(request.get("recipients"), status, dsn, reason)
 
 
 def service(conn: socket.socket, ctx: "DaemonContext") -> None:
     """Answer one delivery request."""
-    request_serve(conn, ctx.cfg.get_time("ipc_timeout", minimum=1), "error", lambda request: error_reply(request, retry=ctx.service.service == "retry"))
+    retry = ctx.service.service == "retry"
+    request_serve(conn, ctx.cfg.get_time("ipc_timeout", minimum=1), "error",
+                  lambda request: error_reply(request, retry))

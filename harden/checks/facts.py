@@ -35,6 +35,8 @@ PARAMETERS = (
     "smtpd_relay_restrictions", "smtpd_recipient_restrictions", "smtpd_tls_security_level",
     "smtpd_tls_cert_file", "myhostname", "mydestination", "relay_domains", "default_privs", "local_recipient_maps",
 )
+# Indexed table types and the file each one compiles to (postmap/postalias).
+COMPILED = {"hash": ".db", "btree": ".db", "lmdb": ".lmdb", "cdb": ".cdb", "dbm": ".pag"}
 DAEMONS = ("master", "smtpd", "local", "pipe", "virtual")  # /proc/PID/comm of the processes listed
 CACHE_ATTRIBUTE = "_harden_facts"
 
@@ -58,11 +60,11 @@ echo "@@master"; $PC -M 2>/dev/null
 Q=$(val queue_directory)
 TABLES=$(for n in alias_maps alias_database smtpd_client_restrictions smtpd_helo_restrictions \
   smtpd_sender_restrictions smtpd_relay_restrictions smtpd_recipient_restrictions; do val $n; done \
-  | words | sed -n 's/^\(hash\|btree\|lmdb\|cdb\|dbm\):\(.*\)/\1:\2/p' | sort -u)
+  | words | sed -n 's/^\({types}\):\(.*\)/\1:\2/p' | sort -u)
 echo "@@tables"; echo "$TABLES"
 echo "@@stat"
 FILES="$C $C/main.cf $C/master.cf $Q"
-for t in $TABLES; do f=${{t#*:}}; FILES="$FILES $f"; case $t in hash:*) FILES="$FILES $f.db";; lmdb:*) FILES="$FILES $f.lmdb";; esac; done
+for t in $TABLES; do f=${{t#*:}}; FILES="$FILES $f"; for s in {suffixes}; do FILES="$FILES $f$s"; done; done
 for d in active bounce corrupt defer deferred flush hold incoming maildrop pid private public saved trace; do FILES="$FILES $Q/$d"; done
 stat -c '%n|%u|%g|%U|%G|%a|%F|%Y' $FILES 2>/dev/null
 echo "@@jail"
@@ -93,6 +95,7 @@ def facts_script(config_directory: str = CONFIG_DIRECTORY) -> str:
     """The one command that gathers a host's facts (bash; runs as root)."""
     return _SCRIPT.format(
         config=shlex.quote(config_directory), params=" ".join(PARAMETERS), tops=" ".join(JAIL_TOPS),
+        types="\\|".join(COMPILED), suffixes=" ".join(sorted(set(COMPILED.values()))),
         etc_files=" ".join(ETC_FILES), lib_patterns=" ".join(LIB_PATTERNS), daemons=" ".join(DAEMONS))
 
 
@@ -148,6 +151,11 @@ class Facts:
     def queue_directory(self) -> str:
         return self.params.get("queue_directory", "/var/spool/postfix")
 
+    def table_files(self, spec: str) -> tuple[str, str]:
+        """(source, compiled file) of an indexed table ``type:name``."""
+        kind, _, path = spec.partition(":")
+        return path, path + COMPILED.get(kind, ".db")
+
     def param_list(self, name: str) -> list[str]:
         """A parameter as a list (comma or space separated)."""
         return [w for w in self.params.get(name, "").replace(",", " ").split() if w]
@@ -184,12 +192,12 @@ def _split(output: str) -> dict[str, list[str]]:
     return sections
 
 
-def _stat(line: str, base: str = "") -> Stat | None:
+def _stat(line: str) -> Stat | None:
     parts = line.split("|")
     if len(parts) < 7:
         return None
     try:
-        path = parts[0] if not base else parts[0]
+        path = parts[0]
         mtime = int(parts[7]) if len(parts) > 7 and parts[7].isdigit() else 0
         return Stat(path, int(parts[1]), int(parts[2]), parts[3], parts[4], int(parts[5], 8), parts[6], mtime)
     except ValueError:

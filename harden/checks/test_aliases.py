@@ -88,8 +88,7 @@ def test_tables_compiled(host: Any) -> None:
         pytest.skip("no indexed alias or access table in use")
     problems = []
     for spec in facts.tables:
-        kind, _, path = spec.partition(":")
-        compiled = path + (".lmdb" if kind == "lmdb" else ".db")
+        path, compiled = facts.table_files(spec)
         source, db = facts.stats.get(path), facts.stats.get(compiled)
         if db is None:
             problems.append(f"{compiled} is missing")
@@ -109,8 +108,7 @@ def test_table_files_root_owned(host: Any) -> None:
         pytest.skip("no indexed alias or access table in use")
     problems = []
     for spec in facts.tables:
-        path = spec.partition(":")[2]
-        for candidate in (path, path + ".db"):
+        for candidate in facts.table_files(spec):
             st = facts.stats.get(candidate)
             if st is not None and (st.uid != 0 or st.writable_by_others):
                 problems.append(f"{candidate} ({st.user}:{st.group} {st.mode:o})")

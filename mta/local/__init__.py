@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from mta import log, proto
+from mta.agent import reply_all
 from mta.config import MainConfig
 from mta.errors import ConfigError, MapError
 from mta.local.alias import alias_tables_open
@@ -187,9 +188,7 @@ def local_deliver(settings: Settings, request: dict[str, Any]) -> dict[str, Any]
         envelope, content = record_read(queue_path(settings.queue_dir, queue_name, queue_id))
     except (OSError, RecordError) as exc:
         log.msg_warn(f"{queue_id}: cannot read queue file {queue_name}/{queue_id}: {exc}")
-        failed = [{"address": r.get("address", ""), "offset": r.get("offset"), "status": proto.TEMPFAIL,
-                   "dsn": "4.3.0", "reason": "cannot read queue file"} for r in recipients]
-        return {"status": proto.OK, "recipients": failed}
+        return reply_all(recipients, proto.TEMPFAIL, "4.3.0", "cannot read queue file", relay=None)
     sender = request.get("sender")
     message = Message(queue_id, envelope.sender if sender is None else str(sender), envelope.arrival,
                       content, envelope.attrs, delivered_find(content))

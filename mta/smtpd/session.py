@@ -271,10 +271,14 @@ class SessionLoop:
         """Log a policy reject as Postfix does (NOQUEUE: reject: ...) and send it; returns False."""
         if self.settings.soft_bounce:
             text = reply_soft_bounce(text)
-        log.msg_info(f"NOQUEUE: reject: {self.where} from {self.namaddr}: {text};"
-                     f"{whatsup(self.sender, self.recipient, self.protocol, self.helo)}")
+        self.log_whatsup("reject", text)
         self.reply(text)
         return False
+
+    def log_whatsup(self, kind: str, text: str) -> None:
+        """Postfix's log_whatsup(): ``NOQUEUE: reject: RCPT from host[addr]: text; from=<> to=<> ...``."""
+        log.msg_info(f"NOQUEUE: {kind}: {self.where} from {self.namaddr}: {text};"
+                     f"{whatsup(self.sender, self.recipient, self.protocol, self.helo)}")
 
     def bare_lf_reply(self) -> str:
         """smtpd_forbid_bare_newline = reject's answer to a command or message with a bare LF."""
@@ -290,8 +294,7 @@ class SessionLoop:
         """Keep what the restrictions marked; log what they asked to (Postfix's log_whatsup form)."""
         self.discard, self.hold = state.discard, state.hold
         for kind, text in state.events:
-            log.msg_info(f"NOQUEUE: {kind}: {self.where} from {self.namaddr}: {text};"
-                         f"{whatsup(self.sender, self.recipient, self.protocol, self.helo)}")
+            self.log_whatsup(kind, text)
         state.events.clear()
 
     def check_early(self, stage: str) -> str | None:
