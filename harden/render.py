@@ -97,6 +97,11 @@ def master_services(s: GatewaySettings) -> list[ServiceLine]:
         ServiceLine("error", "unix", "-", "-", yn("error"), "-", "-", "error"),
         ServiceLine("retry", "unix", "-", "-", yn("retry"), "-", "-", "error"),
         ServiceLine("discard", "unix", "-", "-", yn("discard"), "-", "-", "discard"),
+        ServiceLine("smtp", "unix", "-", "-", yn("smtp"), "-", "-", "smtp"),
+        ServiceLine("relay", "unix", "-", "-", yn("smtp"), "-", "-", "smtp"),
+        ServiceLine("bounce", "unix", "-", "-", yn("bounce"), "-", "0", "bounce"),
+        ServiceLine("defer", "unix", "-", "-", yn("defer"), "-", "0", "bounce"),
+        ServiceLine("trace", "unix", "-", "-", yn("trace"), "-", "0", "bounce"),
         ServiceLine("local", "unix", "-", "n", "n", "-", "-", "local"),
         ServiceLine("postdrop", "unix", "n", "-", "n", "-", "-", "postdrop"),
     ]

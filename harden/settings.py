@@ -30,6 +30,8 @@ CHROOTABLE = frozenset({"smtp", "smtpd", "cleanup", "pickup", "qmgr", "bounce", 
                         "relay", "lmtp", "proxymap", "proxywrite", "postlog", "submission", "smtps"})
 _HOSTNAME = re.compile(r"(?=.{1,253}$)(?:(?!-)[A-Za-z0-9-]{1,63}(?<!-)\.)*(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 _LOCALPART = re.compile(r"[A-Za-z0-9._+-]+")
+# relayhost: [name or address] or a name, each with an optional :port
+_RELAYHOST = re.compile(r"(?:\[[A-Za-z0-9.:-]{1,253}\]|[A-Za-z0-9.-]{1,253})(?::\d{1,5})?")
 _ANSIBLE_USED = {"ansible_host": str, "ansible_port": int, "ansible_user": str,
                  "ansible_ssh_private_key_file": str, "ansible_become": bool}
 _HARDEN_VARS = {"harden_known_hosts", "harden_ssh_config", "harden_jump", "harden_prefix"}
@@ -106,6 +108,12 @@ def _path(value: Any) -> str | None:
     return None if isinstance(value, str) and value.startswith("/") else "expected an absolute path"
 
 
+def _relayhost(value: Any) -> str | None:
+    if isinstance(value, str) and _RELAYHOST.fullmatch(value.strip()):
+        return None
+    return "expected a next hop: [host]:port, [address], host or host:port"
+
+
 def _chroot_map(value: Any) -> str | None:
     if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, bool) for k, v in value.items()):
         return "expected a mapping of service name to true or false"
@@ -121,6 +129,7 @@ SCHEMA: dict[str, Callable[[Any], str | None]] = {
     "mynetworks": _str_list(_network, "networks (CIDR)"),
     "inet_interfaces": _str_list(_interface, "addresses, 'all' or 'loopback-only'"),
     "transport": _str_map(lambda v: isinstance(v, str) and ":" in v, "domain to 'transport:nexthop'"),
+    "relayhost": _relayhost,
     "root_alias": _localpart,
     "aliases": _str_map(_alias_value, "alias name to an address or a list of addresses"),
     "access": _str_map(_access_action, "address, domain or network to an access action"),
@@ -160,6 +169,7 @@ class GatewaySettings:
     mynetworks: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "[::1]/128"])
     inet_interfaces: list[str] = field(default_factory=lambda: ["all"])
     transport: dict[str, str] = field(default_factory=dict)
+    relayhost: str = ""
     aliases: dict[str, str | list[str]] = field(default_factory=dict)
     access: dict[str, str] = field(default_factory=dict)
     masquerade_domains: list[str] = field(default_factory=lambda: ["$mydomain"])  # seed 7.5.5

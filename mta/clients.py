@@ -1,4 +1,4 @@
-"""Thin clients for the services daemons call on each other: cleanup, qmgr and pickup triggers, local.
+"""Thin clients for the services daemons call on each other: cleanup, bounce, qmgr and pickup triggers, local.
 
 The only way one daemon reaches another (style guide): each function takes the
 queue directory as the caller sees it (``ctx.queue_dir``, "/" when chrooted).
@@ -63,8 +63,47 @@ def _queue_id(reply: dict[str, Any], service: str) -> str:
     return str(reply["queue_id"])
 
 
+def bounce_request(queue_dir: Path, service: str, op: str, queue_name: str, queue_id: str,
+                   timeout: float = 300.0) -> str | None:
+    """Ask the bounce daemon for a notification about queue_id; the new message's queue ID, or None.
+
+    + service: ``bounce`` (op ``notify``: a non-delivery notification from the
+      bounce log, which the daemon then removes) or ``defer`` (op ``warn``: a
+      delay warning from the defer log), as Postfix's bounce_flush() and
+      defer_warn() ask private/bounce and private/defer.
+    + queue_name, queue_id: where the message is now (``active``); the daemon
+      reads its sender, arrival time and headers from that file.
+    None means nothing was sent on purpose: the sender is the null sender or
+    the double-bounce address (the daemon logged it), or there was nothing to
+    report. Raises ServiceError when the daemon could not send it (status 4:
+    keep the log and try again later), OSError or proto.ProtocolError when it
+    cannot be reached.
+    """
+    channel = proto.unix_connect(str(queue_dir / "private" / service), timeout=timeout)
+    try:
+        reply = channel.request({"op": op, "queue_name": queue_name, "queue_id": queue_id})
+    finally:
+        channel.close()
+    if reply.get("status") == proto.OK:
+        if reply.get("discarded"):
+            return None
+        if not isinstance(reply.get("queue_id"), str):
+            raise proto.ProtocolError(f"{service}: malformed reply: no queue_id")
+    return _queue_id(reply, service)
+
+
+def bounce_notify(queue_dir: Path, queue_name: str, queue_id: str, timeout: float = 300.0) -> str | None:
+    """Send the sender a non-delivery notification for queue_id's bounce log (see bounce_request)."""
+    return bounce_request(queue_dir, "bounce", "notify", queue_name, queue_id, timeout)
+
+
+def bounce_warn(queue_dir: Path, queue_name: str, queue_id: str, timeout: float = 300.0) -> str | None:
+    """Send the sender a delay warning for queue_id's defer log (see bounce_request)."""
+    return bounce_request(queue_dir, "defer", "warn", queue_name, queue_id, timeout)
+
+
 def qmgr_trigger(queue_dir: Path, data: bytes = b"I") -> bool:
-    """Wake qmgr (I: new mail in incoming, D: scan deferred, A: ignore retry times)."""
+    """Wake qmgr (I: incoming, D: scan deferred, A: ignore retry times, F: forget dead destinations)."""
     return proto.trigger(str(queue_dir / "public" / "qmgr"), data)
 
 

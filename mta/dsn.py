@@ -1,22 +1,29 @@
-"""Delivery status notifications: build an RFC 3464 multipart/report non-delivery message.
+"""Delivery status notifications: build an RFC 3464 multipart/report non-delivery or delay message.
 
 The message follows the shape of Postfix's bounce(8) output for its default
-``failure_template`` (bounce(5)): a human-readable text/plain part ("This is
-the mail system at host ..."), a message/delivery-status part with one
-per-message block (Reporting-MTA, queue ID, sender, Arrival-Date) and one
-block per recipient (Final-Recipient, Original-Recipient, Action, Status,
-Diagnostic-Code), and the returned message's headers as text/rfc822-headers
-(RFC 3462 / RFC 6522). It is built with the standard library's email package
-and flattened with LF line ends, the form queue files store.
+``failure_template`` and ``delay_template`` (bounce(5)): a human-readable
+text/plain part ("This is the mail system at host ..."), a
+message/delivery-status part with one per-message block (Reporting-MTA,
+queue ID, sender, Arrival-Date) and one block per recipient
+(Final-Recipient, Original-Recipient, Action, Status, Diagnostic-Code, and
+for a delay notice Will-Retry-Until), and the message's headers as
+text/rfc822-headers (RFC 3462 / RFC 6522). It is built with the standard
+library's email package and flattened with LF line ends, the form queue
+files store.
 
 Status codes are kept as recorded: a recipient that expired in the queue
-keeps its last 4.x.x code with ``Action: failed``, as Postfix reports it.
+keeps its last 4.x.x code with ``Action: failed``, as Postfix reports it. A
+delay notice (``delay=DelayNotice(...)``) says ``Action: delayed`` for every
+recipient; its text names delay_warning_time in hours and
+maximal_queue_lifetime in days, rounded down, as Postfix's template does
+($delay_warning_time_hours, $maximal_queue_lifetime_days).
 """
 
 from __future__ import annotations
 
 import io
 import time
+from dataclasses import dataclass
 from email.generator import BytesGenerator
 from email.message import Message
 from email.policy import compat32
@@ -40,6 +47,40 @@ delete your own text from the attached returned message.
 
                    The mail system
 """
+
+DELAY_SUBJECT = "Delayed Mail (still being retried)"
+
+DELAY_TEXT = """\
+This is the mail system at host {host}.
+
+####################################################################
+# THIS IS A WARNING ONLY.  YOU DO NOT NEED TO RESEND YOUR MESSAGE. #
+####################################################################
+
+Your message could not be delivered for more than {hours} hour(s).
+It will be retried until it is {days} day(s) old.
+
+For further assistance, please send mail to {postmaster}.
+
+If you do so, please include this problem report. You can
+delete your own text from the attached returned message.
+
+                   The mail system
+"""
+
+
+@dataclass(frozen=True)
+class DelayNotice:
+    """What turns a notification into a delay warning ("still being retried").
+
+    + warning_time: delay_warning_time in seconds (the text says how long, in hours).
+    + queue_lifetime: maximal_queue_lifetime in seconds: the text's "day(s) old" and
+      Will-Retry-Until (arrival + queue_lifetime).
+    """
+
+    warning_time: int
+    queue_lifetime: int
+
 
 _POLICY = compat32.clone(linesep="\n", max_line_length=78)
 
@@ -100,8 +141,9 @@ def dsn_build(
     postmaster: str = "postmaster",
     now: float | None = None,
     header_limit: int = 50000,
+    delay: DelayNotice | None = None,
 ) -> bytes:
-    """A complete non-delivery notification for the recipients in records.
+    """A complete non-delivery notification (or, with delay, a delay warning) for the recipients in records.
 
     + reporting_mta: this host's name (myhostname), for Reporting-MTA and the text.
     + queue_id, sender, arrival: the returned message's queue ID, envelope
@@ -112,6 +154,7 @@ def dsn_build(
     + postmaster: whom the text tells the reader to contact.
     + now: the notification's Date (default: the current time).
     + header_limit: at most this many bytes of the original headers (bounce_size_limit).
+    + delay: build Postfix's delay warning instead (records then come from the defer log).
     Returns the message bytes (LF line ends) to hand to cleanup with the null sender.
     """
     when = time.time() if now is None else now
@@ -120,7 +163,7 @@ def dsn_build(
 
     outer = Message()
     outer["From"] = f"MAILER-DAEMON@{host} (Mail Delivery System)"
-    outer["Subject"] = FAILURE_SUBJECT
+    outer["Subject"] = FAILURE_SUBJECT if delay is None else DELAY_SUBJECT
     outer["To"] = _ascii(sender)
     outer["Auto-Submitted"] = "auto-replied"
     outer["Date"] = formatdate(when, localtime=True)
@@ -132,7 +175,11 @@ def dsn_build(
     outer["Content-Transfer-Encoding"] = "8bit"
     outer.preamble = "This is a MIME-encapsulated message."
 
-    text = FAILURE_TEXT.format(host=host, postmaster=_ascii(postmaster))
+    if delay is None:
+        text = FAILURE_TEXT.format(host=host, postmaster=_ascii(postmaster))
+    else:
+        text = DELAY_TEXT.format(host=host, postmaster=_ascii(postmaster), hours=delay.warning_time // 3600,
+                                 days=delay.queue_lifetime // 86400)
     text += "\n" + "".join(_recipient_line(r) + "\n" for r in records)
     human = _text_part("plain", text, "Notification", "us-ascii")
 
@@ -148,10 +195,12 @@ def dsn_build(
         if record.original:
             pairs.append(("Original-Recipient", f"rfc822; {_ascii(record.original)}"))
         pairs += [
-            ("Action", record.action),
+            ("Action", "failed" if delay is None else "delayed"),
             ("Status", record.dsn),
             ("Diagnostic-Code", f"{diagnostic_type}; {_ascii(record.reason)}"),
         ]
+        if delay is not None:
+            pairs.append(("Will-Retry-Until", formatdate(arrival + delay.queue_lifetime, localtime=True)))
         blocks.append(_fields(pairs))
     report = Message()
     report["Content-Description"] = "Delivery report"

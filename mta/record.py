@@ -1,11 +1,12 @@
 """Queue-file records: write a message's envelope and content, read it back, mark recipients done.
 
 Format (docs/mail-path.md): a magic line, then one text record per line
-(``T`` arrival time, ``S`` sender, ``A`` name=value attribute, ``O`` original
-recipient, ``R`` pending / ``D`` done recipient), then ``C <length>``, the
-content bytes, and a final ``X`` line. Marking a recipient done rewrites its
-one type byte in place, so delivery progress survives a crash without
-rewriting the file.
+(``T`` arrival time, ``W`` delay warning time, ``S`` sender, ``A`` name=value
+attribute, ``O`` original recipient, ``R`` pending / ``D`` done recipient),
+then ``C <length>``, the content bytes, and a final ``X`` line. Marking a
+recipient done rewrites its one type byte in place, and so does marking the
+delay warning sent (its fixed-width time becomes 0, as Postfix's
+REC_TYPE_WARN), so progress survives a crash without rewriting the file.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from dataclasses import dataclass, field
 MAGIC = b"mta-queue 1\n"
 PENDING = ord("R")
 DONE = ord("D")
+# The W record's value is space-padded to a fixed width (Postfix's "%15ld"),
+# so record_mark_warned() can overwrite it in place.
+_WARN_FORMAT = b"W %15d\n"
 
 
 class RecordError(ValueError):
@@ -34,12 +38,20 @@ class Recipient:
 
 @dataclass
 class Envelope:
-    """What a queue file says about a message, besides its content."""
+    """What a queue file says about a message, besides its content.
+
+    + warn_time: when the sender gets a delay warning if the message is still
+      queued (arrival + delay_warning_time, set by cleanup); 0 for none, or
+      once it was sent.
+    + warn_offset: where the W record sits in the file (-1: none).
+    """
 
     sender: str
     recipients: list[Recipient]
     arrival: float
     attrs: dict[str, str] = field(default_factory=dict)
+    warn_time: float = 0.0
+    warn_offset: int = -1
 
     def pending(self) -> list[Recipient]:
         """Recipients not yet delivered or bounced."""
@@ -54,7 +66,10 @@ def _clean(value: str, what: str) -> bytes:
 
 def record_encode(envelope: Envelope, content: bytes) -> bytes:
     """The whole file for envelope and content (content uses LF line ends)."""
-    parts = [MAGIC, b"T %.6f\n" % envelope.arrival, b"S " + _clean(envelope.sender, "sender") + b"\n"]
+    parts = [MAGIC, b"T %.6f\n" % envelope.arrival]
+    if envelope.warn_time > 0:
+        parts.append(_WARN_FORMAT % int(envelope.warn_time))
+    parts.append(b"S " + _clean(envelope.sender, "sender") + b"\n")
     for name, value in envelope.attrs.items():
         if "=" in name:
             raise RecordError(f"attribute name contains '=': {name!r}")
@@ -89,6 +104,7 @@ def record_parse(data: bytes) -> tuple[Envelope, bytes]:
     pos = len(MAGIC)
     sender: str | None = None
     arrival: float | None = None
+    warn_time, warn_offset = 0.0, -1
     attrs: dict[str, str] = {}
     recipients: list[Recipient] = []
     original = ""
@@ -115,6 +131,11 @@ def record_parse(data: bytes) -> tuple[Envelope, bytes]:
                 arrival = float(value)
             except ValueError:
                 raise RecordError(f"bad arrival time {value!r}") from None
+        elif kind == b"W":
+            try:
+                warn_time, warn_offset = float(int(value)), pos
+            except ValueError:
+                raise RecordError(f"bad warning time {value!r}") from None
         elif kind == b"S":
             sender = value
         elif kind == b"A":
@@ -132,7 +153,7 @@ def record_parse(data: bytes) -> tuple[Envelope, bytes]:
         pos = end + 1
     if sender is None or arrival is None:
         raise RecordError("missing sender or arrival time record")
-    return Envelope(sender, recipients, arrival, attrs), content
+    return Envelope(sender, recipients, arrival, attrs, warn_time, warn_offset), content
 
 
 def record_read(path: str | os.PathLike[str]) -> tuple[Envelope, bytes]:
@@ -147,3 +168,11 @@ def record_mark_done(fd: int, recipient: Recipient) -> None:
         raise RecordError(f"recipient {recipient.address} has no file offset")
     os.pwrite(fd, bytes([DONE]), recipient.offset)
     recipient.done = True
+
+
+def record_mark_warned(fd: int, envelope: Envelope) -> None:
+    """Record in an open queue file that the delay warning was sent (W time 0); the caller fsyncs."""
+    if envelope.warn_offset < 0:
+        raise RecordError("queue file has no delay warning record")
+    os.pwrite(fd, _WARN_FORMAT % 0, envelope.warn_offset)
+    envelope.warn_time = 0.0

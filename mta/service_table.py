@@ -31,7 +31,7 @@ import os
 import posixpath
 import re
 import socket
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from mta.errors import ConfigError
@@ -307,38 +307,65 @@ def row_parse(text: str, path: str = "master.cf", line: int = 1, compatibility_l
                       overrides=_overrides(args, fields), path=path, line=line, raw=tuple(fields.raw))
 
 
-def _overrides(args: list[str], fields: _Fields) -> dict[str, str]:
-    """Collect ``-o name=value`` the way the daemon's getopt("+...") loop sees them.
+def _options(args: Sequence[str]) -> tuple[list[tuple[str, str | None]], int]:
+    """Scan the daemon's generic options the way its getopt("+...") loop does.
 
-    Options end at the first non-option or at ``--``. A ``-o`` value that is not
-    ``name=value`` stops the daemon at start-up, so it is a ConfigError here.
+    Returns the (letter, value) pairs of the options that take a value, the
+    value None when it is missing, and the index of the first operand. Options
+    end at the first non-option; a ``--`` ends them and is skipped.
     """
-    overrides: dict[str, str] = {}
+    found: list[tuple[str, str | None]] = []
     i = 0
     while i < len(args) and len(args[i]) > 1 and args[i][0] == "-" and args[i] != "--":
         arg = args[i]
         for j in range(1, len(arg)):
             if arg[j] not in _VALUE_OPTIONS:
                 continue
-            value = arg[j + 1:]
+            value: str | None = arg[j + 1:]
             if not value:
-                if i + 1 == len(args):
-                    raise fields.error(f"option requires an argument -- '{arg[j]}'")
                 i += 1
-                value = args[i]
-            if arg[j] == "o":
-                pair = _split_nameval(value)
-                if isinstance(pair, str):
-                    raise fields.error(f'invalid "-o {value}" option value: {pair}')
-                # The daemon sets whatever name it is given; "-o{a=b}" sets "{a" to "b}",
-                # since master(8) unwraps only an argument that starts with "{".
-                if not re.fullmatch(r"\w+", pair[0], re.ASCII):
-                    msg_warn(f'{fields.path}, line {fields.line}: "-o {value}": '
-                             f'"{pair[0]}" is not a parameter name')
-                overrides[pair[0]] = pair[1]
+                value = args[i] if i < len(args) else None
+            found.append((arg[j], value))
             break
         i += 1
+    if i < len(args) and args[i] == "--":
+        i += 1
+    return found, i
+
+
+def _overrides(args: list[str], fields: _Fields) -> dict[str, str]:
+    """Collect ``-o name=value`` the way the daemon's getopt("+...") loop sees them.
+
+    A ``-o`` value that is not ``name=value`` stops the daemon at start-up, so it
+    is a ConfigError here.
+    """
+    overrides: dict[str, str] = {}
+    for letter, value in _options(args)[0]:
+        if value is None:
+            raise fields.error(f"option requires an argument -- '{letter}'")
+        if letter != "o":
+            continue
+        pair = _split_nameval(value)
+        if isinstance(pair, str):
+            raise fields.error(f'invalid "-o {value}" option value: {pair}')
+        # The daemon sets whatever name it is given; "-o{a=b}" sets "{a" to "b}",
+        # since master(8) unwraps only an argument that starts with "{".
+        if not re.fullmatch(r"\w+", pair[0], re.ASCII):
+            msg_warn(f'{fields.path}, line {fields.line}: "-o {value}": '
+                     f'"{pair[0]}" is not a parameter name')
+        overrides[pair[0]] = pair[1]
     return overrides
+
+
+def daemon_operands(row: ServiceRow) -> tuple[str, ...]:
+    """The row's arguments after the generic daemon options (``-o name=value``, ``-v``, ``--``).
+
+    pipe(8) reads its command attributes (``flags=R user=cyrus argv=...``) from these.
+
+    >>> daemon_operands(row_parse("p unix - n n - - pipe -o a=b -v flags=R argv=/bin/cat -x"))
+    ('flags=R', 'argv=/bin/cat', '-x')
+    """
+    return row.args[_options(row.args)[1]:]
 
 
 # THE TABLE

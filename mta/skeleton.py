@@ -66,7 +66,9 @@ DAEMONS: dict[str, str] = {
     "anvil": "mta.anvil",
     "error": "mta.error",
     "discard": "mta.discard",
+    "bounce": "mta.bounce",
     "smtp": "mta.smtp",
+    "pipe": "mta.pipe",
 }
 
 

@@ -90,6 +90,7 @@ class CleanupSettings:
     empty_recipient: str
     standard_from: bool
     timeout: int
+    delay_warning: int = 0
 
 
 def _myorigin(cfg: MainConfig) -> str:
@@ -148,6 +149,7 @@ def settings_create(cfg: MainConfig) -> CleanupSettings:
         empty_recipient=cfg.get("empty_address_recipient") or "MAILER-DAEMON",
         standard_from=from_format == "standard",
         timeout=cfg.get_time("ipc_timeout", minimum=1),
+        delay_warning=cfg.get_time("delay_warning_time", minimum=0),
     )
 
 
@@ -337,5 +339,8 @@ def _enqueue(fd: int, queue_id: str, settings: CleanupSettings, sender: str,
     received = received_header(attrs, settings.myhostname, queue_id,
                                [r.original or r.address for r in env_recipients], arrival)
     final = message_render(received, found.lines, added, message.body)
-    record_write(fd, Envelope(env_sender, env_recipients, arrival, attrs), final)
+    # DELAY WARNING. As Postfix's cleanup, the time a delay warning is due is
+    # fixed when the message is queued (a W record); qmgr sends it at most once.
+    warn_time = arrival + settings.delay_warning if settings.delay_warning > 0 else 0.0
+    record_write(fd, Envelope(env_sender, env_recipients, arrival, attrs, warn_time), final)
     return logged

@@ -12,7 +12,16 @@ queue directly after a warning, and other users get an error.
 
 -f asks the queue manager to retry all deferred mail now (Postfix's trigger
 sequence F, A, D, I) and wakes pickup; it fails when the mail system is down.
-The queue directory is queue_directory from main.cf (-c DIR, MAIL_CONFIG).
+
+-s SITE schedules immediate delivery of the deferred mail for one destination
+(postqueue(1)): every message in deferred/ with a pending recipient in domain
+SITE (case-insensitive; ``[SITE]`` is accepted too) is made due now by setting
+its retry time, the file's mtime, to now; then qmgr is told to forget dead
+destinations and scan deferred/ (F, D). Postfix does this through its flush(8)
+service for fast-flush domains only; here every destination qualifies, and
+the queue is updated by this command itself, so it needs root (or
+mail_owner). The queue directory is queue_directory from main.cf (-c DIR,
+MAIL_CONFIG).
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -27,13 +37,22 @@ from typing import Any, Iterable, Iterator, TextIO
 
 from mta import clients, log, proto
 from mta.config import load_config
+from mta.queue import DEFERRED, queue_path, queue_scan, set_retry_time
+from mta.record import RecordError, record_read
 from mta.showq import showq_scan
 
-SUMMARY = "list (-p, -j) or flush (-f) the mail queue"
+SUMMARY = "list (-p, -j) or flush (-f, -s SITE) the mail queue"
 
 EX_USAGE = 64
-EX_SOFTWARE = 70
 EX_UNAVAILABLE = 69
+EX_SOFTWARE = 70
+EX_NOPERM = 77
+
+FLUSH_TRIGGER = b"FADI"
+SITE_TRIGGER = b"FD"
+USAGE = "usage: postqueue -f | postqueue -j | postqueue -p | postqueue -s site"
+
+_SITE = re.compile(r"[A-Za-z0-9._:-]+")
 
 HEADINGS = ("-Queue ID-", "--Size--", "----Arrival Time----", "-Sender/Recipient-------")
 
@@ -47,7 +66,7 @@ class QueueDown(Exception):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """-p, -j and -f, one of them."""
+    """-p, -j, -f and -s SITE, one of them."""
     group = parser.add_mutually_exclusive_group()
     group.add_argument("-p", dest="mode", action="store_const", const="p",
                        help="print the queue in the traditional mailq format")
@@ -55,6 +74,71 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="print the queue as JSON lines")
     group.add_argument("-f", dest="mode", action="store_const", const="f",
                        help="flush: retry all deferred mail now")
+    group.add_argument("-s", dest="site", metavar="SITE",
+                       help="retry now the deferred mail for one destination: every message with a "
+                            "recipient in domain SITE (also written [SITE]); needs root")
+
+
+def site_domain(site: str) -> str | None:
+    """The recipient domain a -s argument names (lower case, no brackets or final dot); None if invalid.
+
+    >>> site_domain("Example.COM."), site_domain("[mx.example.com]"), site_domain("a b"), site_domain("[]")
+    ('example.com', 'mx.example.com', None, None)
+    """
+    name = site.strip()
+    if name.startswith("[") and name.endswith("]"):
+        name = name[1:-1]
+    name = name.rstrip(".").lower()
+    return name if _SITE.fullmatch(name) else None
+
+
+def site_schedule(queue_dir: Path, domain: str, now: float | None = None) -> list[str]:
+    """Make every deferred message with a pending recipient in domain due now; return their queue IDs.
+
+    The retry time of a deferred file is its mtime (reference §3.4), so the
+    next deferred-queue scan picks these files up. PermissionError when this
+    process cannot read the deferred queue.
+    """
+    when = time.time() if now is None else now
+    scheduled: list[str] = []
+    for queue_id in sorted(queue_scan(queue_dir, DEFERRED)):
+        path = queue_path(queue_dir, DEFERRED, queue_id)
+        try:
+            envelope, _ = record_read(path)
+        except FileNotFoundError:
+            continue  # delivered, or moved by qmgr, since the scan
+        except PermissionError:
+            raise
+        except (OSError, RecordError) as exc:
+            log.msg_warn(f"{queue_id}: skipping unreadable deferred file: {exc}")
+            continue
+        if not any(rcpt.address.rpartition("@")[2].rstrip(".").lower() == domain
+                   for rcpt in envelope.pending() if "@" in rcpt.address):
+            continue
+        try:
+            set_retry_time(path, when)
+        except FileNotFoundError:
+            continue
+        scheduled.append(queue_id)
+    return scheduled
+
+
+def _site_flush(queue_dir: Path, site: str) -> int:
+    """postqueue -s: make the site's deferred mail due, then trigger qmgr (F, D)."""
+    domain = site_domain(site)
+    if domain is None:
+        log.msg_fatal("empty site name" if not site.strip(" []") else f'Invalid request: "{site}"')
+        return EX_USAGE
+    try:
+        site_schedule(queue_dir, domain)
+    except PermissionError as exc:
+        log.msg_fatal(f"Cannot flush mail queue for {domain}: {exc.filename or queue_dir}: "
+                      f"{os.strerror(exc.errno or 0)} (postqueue -s needs root)")
+        return EX_NOPERM
+    if not clients.qmgr_trigger(queue_dir, SITE_TRIGGER):
+        log.msg_fatal("Cannot flush mail queue - mail system is down")
+        return EX_UNAVAILABLE
+    return 0
 
 
 def showq_receive(queue_dir: Path) -> Iterator[dict[str, Any]]:
@@ -137,13 +221,15 @@ def _listing(queue_dir: Path, empty_sender: str) -> Iterator[dict[str, Any]]:
 
 def run(args: argparse.Namespace) -> int:
     """Run postqueue; the exit status follows Postfix (69 when the mail system is down)."""
-    if args.mode is None:
-        log.msg_fatal("usage: postqueue -f | postqueue -j | postqueue -p")
+    if args.mode is None and args.site is None:
+        log.msg_fatal(USAGE)
         return EX_USAGE
     cfg = load_config(args.config_dir)
     queue_dir = Path(cfg.get("queue_directory"))
+    if args.site is not None:
+        return _site_flush(queue_dir, args.site)
     if args.mode == "f":
-        if not clients.qmgr_trigger(queue_dir, b"FADI"):
+        if not clients.qmgr_trigger(queue_dir, FLUSH_TRIGGER):
             log.msg_fatal("Cannot flush mail queue - mail system is down")
             return EX_UNAVAILABLE
         clients.pickup_trigger(queue_dir)

@@ -38,9 +38,9 @@ from typing import Any
 from mta import log, proto
 from mta.agent import reply_all
 from mta.config import MainConfig
+from mta.delivered_hdr import delivered_find
 from mta.errors import ConfigError, MapError
 from mta.local.alias import alias_tables_open
-from mta.local.delivered import delivered_find
 from mta.local.indirect import forward_flush
 from mta.local.recipient import deliver_recipient
 from mta.local.state import Delivery, Message, Result, Settings, delivery_summary, user_find

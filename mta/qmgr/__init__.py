@@ -77,7 +77,8 @@ class Qmgr:
         self.routing: Routing = routing or routing_from_config(cfg)  # tables opened before chroot
         self.notifier: Notifier = notifier_from_config(cfg, self.routing)
         self.limits = TransportLimits(cfg)
-        self.dead = DeadTransports(cfg.get_time("transport_retry_time", minimum=1))
+        self.dead = DeadTransports(cfg.get_time("transport_retry_time", minimum=1),
+                                   cfg.get_time("minimal_backoff_time", minimum=1))
         self.dispatcher = Dispatcher(self.queue_dir, self.limits.process_limit, self.dead,
                                      self._job_done, timeout=cfg.get_time("ipc_timeout", minimum=1))
         self.scanner = Scanner(self.queue_dir)

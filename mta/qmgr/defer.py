@@ -8,15 +8,19 @@ as Postfix's qmgr_active_done():
    forced-expiry mode bit, are moved from the defer log to the bounce log:
    ``ID: from=<sender>, status=expired, returned to sender``. Their last
    4.x.x status is kept, with Action: failed.
-2. If the bounce log has records, one RFC 3464 notification goes to the
-   sender through cleanup (null sender, origin "bounce"): ``ID: sender
-   non-delivery notification: NEWID``. Mail from the null sender or the
-   double-bounce address is never bounced: the notification is discarded
-   and logged, so a bounce that cannot be delivered is not bounced again.
+2. If the bounce log has records, the bounce service (mta.bounce, Postfix's
+   bounce(8)) sends one RFC 3464 notification to the sender through cleanup
+   and logs ``ID: sender non-delivery notification: NEWID``. Mail from the
+   null sender or the double-bounce address is never bounced: the service
+   discards the notification and logs it, so a bounce that cannot be
+   delivered is not bounced again.
 3. With no recipient left the file and its logs are removed (``ID:
-   removed``). Otherwise, or when the notification could not be handed to
-   cleanup, the file goes to deferred/ with mtime = now + the message's age
-   clamped to [minimal_backoff_time, maximal_backoff_time].
+   removed``). Otherwise, or when the bounce service could not be reached
+   (the bounce log is kept for the next pass), the sender gets the one delay
+   warning once it is due (delay_warn: delay_warning_time, through the
+   defer service, ``ID: sender delay notification: NEWID``), and the file
+   goes to deferred/ with mtime = now + the message's age clamped to
+   [minimal_backoff_time, maximal_backoff_time].
 """
 
 from __future__ import annotations
@@ -28,10 +32,9 @@ from pathlib import Path
 
 from mta import bounce_log, clients, log, proto, queue
 from mta.config import MainConfig
-from mta.dsn import dsn_build
 from mta.qmgr.active import ActiveMessage, active_bounce, active_remove, active_to_deferred
 from mta.qmgr.deliver import Routing
-from mta.record import RecordError, record_parse
+from mta.record import RecordError, record_mark_warned
 
 EXPIRED_DSN = "4.4.7"
 EXPIRED_REASON = "message expired"
@@ -64,25 +67,19 @@ def policy_from_config(cfg: MainConfig) -> RetryPolicy:
 
 @dataclass(frozen=True)
 class Notifier:
-    """What a non-delivery notification needs besides the message.
+    """How qmgr asks the bounce service (mta.bounce) for notifications.
 
-    + routing: to recognise the double-bounce sender.
-    + myhostname, mail_name: the Reporting-MTA and the X-<mail_name>- fields.
-    + header_limit: bounce_size_limit, the most original header bytes returned.
-    + timeout: how long to wait for cleanup.
+    + routing: to recognise the double-bounce sender (no delay warning for it).
+    + timeout: how long to wait for the bounce service (ipc_timeout).
     """
 
     routing: Routing
-    myhostname: str
-    mail_name: str = "Postfix"
-    header_limit: int = 50000
     timeout: float = 300.0
 
 
 def notifier_from_config(cfg: MainConfig, routing: Routing) -> Notifier:
-    """A Notifier from myhostname, mail_name and bounce_size_limit."""
-    return Notifier(routing, cfg.get("myhostname"), cfg.get("mail_name") or "Postfix",
-                    cfg.get_int("bounce_size_limit", minimum=1))
+    """A Notifier waiting ipc_timeout for the bounce service."""
+    return Notifier(routing, cfg.get_time("ipc_timeout", minimum=1))
 
 
 def retry_time(policy: RetryPolicy, arrival: float, now: float) -> float:
@@ -118,43 +115,54 @@ def defer_expire(queue_dir: Path, msg: ActiveMessage) -> int:
     return count
 
 
-def _content(msg: ActiveMessage) -> bytes:
-    """The message content, read back through the open descriptor (b"" if unreadable)."""
-    try:
-        size = os.fstat(msg.fd).st_size
-        return record_parse(os.pread(msg.fd, size, 0))[1]
-    except (OSError, RecordError) as exc:
-        log.msg_warn(f"{msg.queue_id}: cannot reread message for notification: {exc}")
-        return b""
-
-
 def bounce_notify(queue_dir: Path, msg: ActiveMessage, notifier: Notifier) -> bool:
-    """Send one non-delivery notification for the bounce log; True when none is left to send.
+    """Have the bounce service notify the sender about the bounce log; True when none is left to send.
 
-    The bounce log is removed once cleanup has the notification (or when it
-    is discarded); it is kept, and False returned, when cleanup cannot take it.
+    The bounce daemon builds the notification, hands it to cleanup and removes
+    the bounce log (or discards it for a null or double-bounce sender, and
+    logs that). When the service cannot be reached or fails, the bounce log is
+    kept, a warning logged and False returned: the message is then deferred
+    and the notification asked for again after the next pass.
     """
-    records = bounce_log.log_read(queue_dir, bounce_log.BOUNCE, msg.queue_id)
-    if not records:
+    if not bounce_log.log_exists(queue_dir, bounce_log.BOUNCE, msg.queue_id):
         return True
-    sender = msg.envelope.sender
-    if sender == "" or notifier.routing.is_double_bounce(sender):
-        log.msg_info(f"{msg.queue_id}: from=<{sender}>, status=bounced, "
-                     f"non-delivery notification discarded")
-        bounce_log.log_remove(queue_dir, bounce_log.BOUNCE, msg.queue_id)
-        return True
-    data = dsn_build(reporting_mta=notifier.myhostname, queue_id=msg.queue_id, sender=sender,
-                     arrival=msg.envelope.arrival, records=records, original=_content(msg),
-                     mail_name=notifier.mail_name, header_limit=notifier.header_limit)
     try:
-        new_id = clients.cleanup_submit(queue_dir, "", [{"address": sender}], data,
-                                        {"origin": "bounce"}, timeout=notifier.timeout)
+        clients.bounce_notify(queue_dir, queue.ACTIVE, msg.queue_id, timeout=notifier.timeout)
     except (OSError, proto.ProtocolError, clients.ServiceError) as exc:
-        log.msg_warn(f"{msg.queue_id}: sender non-delivery notification failed: "
+        log.msg_warn(f"{msg.queue_id}: sender non-delivery notification failed: bounce service: "
                      f"{exc or type(exc).__name__}")
         return False
-    log.msg_info(f"{msg.queue_id}: sender non-delivery notification: {new_id}")
-    bounce_log.log_remove(queue_dir, bounce_log.BOUNCE, msg.queue_id)
+    return True
+
+
+def delay_warn(queue_dir: Path, msg: ActiveMessage, notifier: Notifier, now: float) -> bool:
+    """Send the sender the one delay warning once it is due; True when it was sent (or needs no sending).
+
+    DELAY WARNING. cleanup writes the time a warning is due (arrival +
+    delay_warning_time) into the queue file; when a pass ends after it with
+    recipients still pending, the defer service sends the warning and the
+    time is overwritten with 0 in place (as Postfix's qmgr rewrites its
+    REC_TYPE_WARN record), so the warning goes out once, across restarts. A
+    crash between the two can repeat it, never lose it. Mail from the null
+    sender or the double-bounce address gets no warning. When the service
+    fails the time stays and the next pass tries again.
+    """
+    envelope = msg.envelope
+    if envelope.warn_time <= 0 or now < envelope.warn_time or not envelope.pending():
+        return True
+    if envelope.sender == "" or notifier.routing.is_double_bounce(envelope.sender):
+        return True
+    try:
+        clients.bounce_warn(queue_dir, queue.ACTIVE, msg.queue_id, timeout=notifier.timeout)
+    except (OSError, proto.ProtocolError, clients.ServiceError) as exc:
+        log.msg_warn(f"{msg.queue_id}: sender delay notification failed: defer service: "
+                     f"{exc or type(exc).__name__}")
+        return False
+    try:
+        record_mark_warned(msg.fd, envelope)
+        os.fsync(msg.fd)
+    except (OSError, RecordError) as exc:
+        log.msg_warn(f"{msg.queue_id}: cannot record the delay warning: {exc}")
     return True
 
 
@@ -168,5 +176,6 @@ def defer_finish(queue_dir: Path, msg: ActiveMessage, policy: RetryPolicy, notif
     if notified and not msg.envelope.pending():
         active_remove(queue_dir, msg)
         return "removed"
+    delay_warn(queue_dir, msg, notifier, now)
     active_to_deferred(queue_dir, msg, retry_time(policy, msg.envelope.arrival, now))
     return "deferred"

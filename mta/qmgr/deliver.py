@@ -1,27 +1,40 @@
 """Delivery dispatch: choose each recipient's transport, then run delivery requests with bounded concurrency.
 
-ROUTING. A recipient whose domain is in mydestination (or ``localhost``, or a
-bare local part) goes to the transport named by local_transport (``local`` of
-``local:$myhostname``); the double-bounce address is discarded as Postfix's
-qmgr does. transport_maps (transport(5)) overrides that for what it lists:
-keys ``user+ext@domain``, ``user@domain``, ``domain``, ``.parent`` for each
-parent domain, then ``*``; values ``transport:nexthop``, an empty half
-keeping the default (``error:5.1.1 closed`` sends to the error service with
-that text; ``smtp:[mail.internal]:25`` to the smtp client). Every other
-destination stays deferred ("mail transport unavailable") until
-default_transport and relay_transport are routed (issue 8, next part).
+ROUTING (trivial-rewrite's resolve, then transport(5)). An address is in one
+of three classes: local (a bare local part, ``localhost``, or a domain in
+mydestination) goes to local_transport; a domain matching relay_domains goes
+to relay_transport (``relay``); every other domain to default_transport
+(``smtp``). For the two off-host classes the next hop is the transport's own
+(``smtp:[relay.example]``), else relayhost, else the recipient domain.
+transport_maps then overrides what it lists: keys ``user+ext@domain``,
+``user@domain``, ``domain``, ``.parent`` for each parent domain, then ``*``;
+values ``transport:nexthop`` as transport(5): an empty transport keeps the
+class's transport, an empty next hop with a transport means the recipient
+domain (``error:5.1.1 closed`` sends to the error service with that text;
+``smtp:[mail.internal]:25`` to the smtp client). The double-bounce address
+is discarded as Postfix's qmgr does.
 
 REQUESTS. Recipients of one message are grouped per transport and next hop,
 at most ``<transport>_destination_recipient_limit`` per request (Postfix's
 local_destination_recipient_limit is 1). A request goes to private/TRANSPORT
 through clients.deliver_request; the reply carries one result per recipient.
 
-CONCURRENCY. At most ``<transport>_destination_concurrency_limit`` requests
-run at once per destination, and at most default_process_limit in all. The
-destination is the next hop, or the recipient itself when the recipient
-limit is 1 (Postfix's per-recipient concurrency). A transport that cannot be
-reached is throttled for transport_retry_time: its recipients are deferred
-without trying until then, or until an ``F`` trigger forgets it.
+CONCURRENCY. Requests run at once per destination start at
+initial_destination_concurrency and grow by one after as many healthy
+deliveries as the current window (Postfix's default feedback, 1/concurrency per
+delivery), up to ``<transport>_destination_concurrency_limit``; at most
+default_process_limit run in all. The destination is the next hop, or the
+recipient itself when the recipient limit is 1 (Postfix's per-recipient
+concurrency).
+
+DEAD DESTINATIONS. A transport that cannot be reached is throttled for
+transport_retry_time. A destination whose delivery agent reports a hop
+failure (``hop_status``: no server of the next hop could be reached, the
+name does not resolve) is marked dead for minimal_backoff_time (seed 7.5.1:
+"all the email for that domain is assigned a wait time"): its recipients,
+including requests already waiting, are deferred without trying
+(``delivery temporarily suspended: ...``), so they take no delivery slot
+from healthy destinations. An ``F`` trigger (flush) forgets both kinds.
 """
 
 from __future__ import annotations
@@ -39,12 +52,12 @@ from mta import clients, log, proto
 from mta.config import MainConfig
 from mta.errors import ConfigError, MapError
 from mta.maps import Map, open_map
+from mta.match_list import DomainList, domain_list
 from mta.qmgr.active import ActiveMessage, active_bounce, active_defer, active_sent
 from mta.record import Recipient
 
 _DSN_RE = re.compile(r"[245]\.\d{1,3}\.\d{1,3}$")
 _DEFAULT_DSN = {proto.OK: "2.0.0", proto.TEMPFAIL: "4.3.0", proto.PERMFAIL: "5.3.0"}
-UNAVAILABLE = "mail transport unavailable"
 DOUBLE_BOUNCE_DISCARDED = "undeliverable postmaster notification discarded"
 
 
@@ -62,6 +75,10 @@ class Routing:
     double_bounce: str
     transport_maps: tuple[Map, ...] = ()
     recipient_delimiter: str = ""
+    relay_domains: DomainList | None = None
+    relay_transport: str = "relay"
+    default_transport: str = "smtp"
+    relayhost: str = ""
 
     def is_local(self, address: str) -> bool:
         """True for a bare local part, ``localhost``, or a domain in mydestination."""
@@ -71,15 +88,23 @@ class Routing:
         domain = domain.lower().rstrip(".")
         return domain == "localhost" or domain in self.local_domains
 
-    def route(self, address: str) -> tuple[str | None, str]:
-        """(transport, next hop) for address; transport None when none is available yet."""
-        domain = address.rpartition("@")[2].lower() if "@" in address else ""
-        transport: str | None = self.local_transport if self.is_local(address) else None
+    def route(self, address: str) -> tuple[str, str]:
+        """(transport, next hop) for address (see ROUTING)."""
+        domain = address.rpartition("@")[2].lower().rstrip(".") if "@" in address else ""
+        if self.is_local(address):
+            transport, nexthop = self.local_transport, domain
+        else:
+            relayed = self.relay_domains is not None and self.relay_domains.match(domain)
+            name, _, own = (self.relay_transport if relayed else self.default_transport).partition(":")
+            transport, nexthop = name.strip(), own.strip() or self.relayhost or domain
         found = self._transport_entry(address, domain)
         if found is None:
-            return transport, domain
-        name, _, nexthop = found.partition(":")
-        return (name.strip() or transport), (nexthop.strip() or domain)
+            return transport, nexthop
+        name, _, hop = found.partition(":")
+        name, hop = name.strip(), hop.strip()
+        if not name:
+            return transport, hop or nexthop
+        return name, hop or domain
 
     def _transport_entry(self, address: str, domain: str) -> str | None:
         """The transport_maps value for address (transport(5) search order), or None."""
@@ -110,7 +135,8 @@ class Routing:
 
 
 def routing_from_config(cfg: MainConfig) -> Routing:
-    """Routing from mydestination, local_transport and double_bounce_sender.
+    """Routing from mydestination, relay_domains, the three class transports, relayhost,
+    transport_maps and double_bounce_sender.
 
     mydestination entries that are lookup tables (``type:name``) are not
     supported yet and are skipped with a warning.
@@ -128,8 +154,11 @@ def routing_from_config(cfg: MainConfig) -> Routing:
             tables.append(open_map(spec, cfg))
         except MapError as exc:
             raise ConfigError(f"transport_maps: {exc}", cfg.path) from None
+    relay_domains = domain_list(cfg, "relay_domains") if cfg.get_list("relay_domains") else None
     return Routing(frozenset(domains), transport, cfg.get("double_bounce_sender") or "double-bounce",
-                   tuple(tables), cfg.get("recipient_delimiter"))
+                   tuple(tables), cfg.get("recipient_delimiter"), relay_domains,
+                   cfg.get("relay_transport").strip() or "relay", cfg.get("default_transport").strip() or "smtp",
+                   cfg.get("relayhost").strip())
 
 
 class TransportLimits:
@@ -137,6 +166,7 @@ class TransportLimits:
 
     + concurrency(t): ``t_destination_concurrency_limit``, else default_destination_concurrency_limit.
     + recipients(t): ``t_destination_recipient_limit``, else default_destination_recipient_limit.
+    + initial: initial_destination_concurrency, where a destination's window starts.
     + process_limit: default_process_limit, the cap on requests in flight.
     """
 
@@ -144,6 +174,7 @@ class TransportLimits:
         self._cfg = cfg
         self._cache: dict[str, tuple[int, int]] = {}
         self.process_limit = cfg.get_int("default_process_limit", minimum=1)
+        self.initial = cfg.get_int("initial_destination_concurrency", minimum=1)
 
     def _limits(self, transport: str) -> tuple[int, int]:
         if transport not in self._cache:
@@ -166,31 +197,49 @@ class TransportLimits:
 
 
 class DeadTransports:
-    """Transports that could not be reached, remembered for retry_time seconds (``F`` forgets)."""
+    """Transports and destinations that failed, remembered for a while (``F`` forgets).
 
-    def __init__(self, retry_time: float) -> None:
+    + retry_time: transport_retry_time, how long a transport that cannot be reached stays dead.
+    + backoff: minimal_backoff_time, how long a destination with a hop failure stays dead.
+    Keys are transport names (``smtp``) or destination keys (``smtp:example.com``).
+    """
+
+    def __init__(self, retry_time: float, backoff: float | None = None) -> None:
         self.retry_time = retry_time
-        self._dead: dict[str, tuple[float, str]] = {}
+        self.backoff = retry_time if backoff is None else backoff
+        self._dead: dict[str, tuple[float, str, str]] = {}
         self._lock = threading.Lock()
 
-    def throttle(self, transport: str, reason: str) -> None:
-        """Mark transport dead with the reason its recipients are deferred with."""
+    def throttle(self, transport: str, reason: str, dsn: str = "4.3.0") -> None:
+        """Mark transport dead for retry_time with the status its recipients are deferred with."""
         with self._lock:
-            self._dead[transport] = (time.monotonic() + self.retry_time, reason)
+            self._dead[transport] = (time.monotonic() + self.retry_time, dsn, reason)
 
-    def reason(self, transport: str) -> str | None:
-        """The deferral reason while transport is dead, else None."""
+    def kill(self, destination: str, reason: str, dsn: str = "4.4.1") -> None:
+        """Mark a destination dead for backoff seconds."""
         with self._lock:
-            entry = self._dead.get(transport)
-            if entry is None:
-                return None
-            if entry[0] <= time.monotonic():
-                del self._dead[transport]
-                return None
-            return entry[1]
+            self._dead[destination] = (time.monotonic() + self.backoff, dsn, reason)
+
+    def status(self, *keys: str) -> tuple[str, str] | None:
+        """(dsn, reason) to defer with while any of keys is dead, else None."""
+        with self._lock:
+            for key in keys:
+                entry = self._dead.get(key)
+                if entry is None:
+                    continue
+                if entry[0] <= time.monotonic():
+                    del self._dead[key]
+                    continue
+                return entry[1], entry[2]
+            return None
+
+    def reason(self, *keys: str) -> str | None:
+        """The deferral reason while any of keys is dead, else None."""
+        found = self.status(*keys)
+        return None if found is None else found[1]
 
     def forget(self) -> None:
-        """Forget every dead transport (trigger ``F``)."""
+        """Forget every dead transport and destination (trigger ``F``)."""
         with self._lock:
             self._dead.clear()
 
@@ -206,6 +255,7 @@ class DeliveryJob:
     limit: int
     recipients: list[Recipient]
     queued: float = field(default_factory=time.time)
+    initial: int = 5
 
 
 def jobs_plan(queue_dir: Path, msg: ActiveMessage, routing: Routing, limits: TransportLimits,
@@ -213,7 +263,7 @@ def jobs_plan(queue_dir: Path, msg: ActiveMessage, routing: Routing, limits: Tra
     """Delivery requests for msg's pending recipients.
 
     Recipients that need no request are settled here: the double-bounce
-    address is discarded (sent), an unavailable or dead transport defers.
+    address is discarded (sent), a dead transport or destination defers.
     """
     groups: dict[tuple[str, str], list[Recipient]] = {}
     for rcpt in msg.envelope.pending():
@@ -221,9 +271,9 @@ def jobs_plan(queue_dir: Path, msg: ActiveMessage, routing: Routing, limits: Tra
             active_sent(msg, rcpt, "none", "2.0.0", DOUBLE_BOUNCE_DISCARDED, msg.delays())
             continue
         transport, nexthop = routing.route(rcpt.address)
-        reason = UNAVAILABLE if transport is None else dead.reason(transport)
-        if transport is None or reason is not None:
-            active_defer(queue_dir, msg, rcpt, "none", "4.3.0", reason or UNAVAILABLE, msg.delays())
+        found = dead.status(transport, f"{transport}:{nexthop}")
+        if found is not None:
+            active_defer(queue_dir, msg, rcpt, "none", found[0], found[1], msg.delays())
             continue
         groups.setdefault((transport, nexthop), []).append(rcpt)
     jobs: list[DeliveryJob] = []
@@ -233,7 +283,7 @@ def jobs_plan(queue_dir: Path, msg: ActiveMessage, routing: Routing, limits: Tra
             chunk = rcpts[i:i + per_request]
             where = chunk[0].address.lower() if per_request == 1 else nexthop
             jobs.append(DeliveryJob(msg, transport, nexthop, f"{transport}:{where}",
-                                    limits.concurrency(transport), chunk))
+                                    limits.concurrency(transport), chunk, initial=limits.initial))
     return jobs
 
 
@@ -249,15 +299,19 @@ def _normalise(result: dict[str, Any]) -> tuple[int, str, str]:
     return status, dsn, reason
 
 
-def job_deliver(queue_dir: Path, job: DeliveryJob, dead: DeadTransports, timeout: float) -> None:
-    """Run one delivery request and record each recipient's outcome."""
+def job_deliver(queue_dir: Path, job: DeliveryJob, dead: DeadTransports, timeout: float) -> bool:
+    """Run one delivery request and record each recipient's outcome.
+
+    Returns False when the transport or the destination turned out dead (or
+    already was): the dispatcher then does not widen the destination's window.
+    """
     msg, transport = job.msg, job.transport
     start = time.time()
-    reason = dead.reason(transport)
-    if reason is not None:
+    found = dead.status(transport, job.key, f"{transport}:{job.nexthop}")
+    if found is not None:
         for rcpt in job.recipients:
-            active_defer(queue_dir, msg, rcpt, "none", "4.3.0", reason, msg.delays(start))
-        return
+            active_defer(queue_dir, msg, rcpt, "none", found[0], found[1], msg.delays(start))
+        return False
     request = {
         "queue_name": "active", "queue_id": msg.queue_id, "sender": msg.envelope.sender,
         "arrival": msg.envelope.arrival, "attrs": msg.envelope.attrs, "nexthop": job.nexthop,
@@ -271,11 +325,19 @@ def job_deliver(queue_dir: Path, job: DeliveryJob, dead: DeadTransports, timeout
         dead.throttle(transport, reason)
         for rcpt in job.recipients:
             active_defer(queue_dir, msg, rcpt, "none", "4.3.0", reason, msg.delays(start))
-        return
+        return False
     except (OSError, proto.ProtocolError) as exc:
         log.msg_warn(f"{msg.queue_id}: delivery request to {transport}: {exc or type(exc).__name__}")
         reply = {"status": proto.TEMPFAIL, "dsn": "4.3.0", "reason": "unknown mail transport error"}
+    hop = reply.get("hop_status")
+    if isinstance(hop, dict):
+        # The next hop itself failed: no server of it could be used. Later
+        # requests for it are deferred without trying for minimal_backoff_time.
+        dsn = str(hop.get("dsn") or "4.4.1")
+        dead.kill(job.key, f"delivery temporarily suspended: {hop.get('reason') or 'destination unreachable'}",
+                  dsn if _DSN_RE.match(dsn) and dsn[0] == "4" else "4.4.1")
     reply_apply(queue_dir, job, reply, start, time.time())
+    return not isinstance(hop, dict)
 
 
 def reply_apply(queue_dir: Path, job: DeliveryJob, reply: dict[str, Any], start: float,
@@ -338,6 +400,7 @@ class Dispatcher:
         self._waiting: dict[str, deque[DeliveryJob]] = {}
         self._ready: deque[DeliveryJob] = deque()
         self._running: dict[str, int] = {}
+        self._window: dict[str, list[int]] = {}  # key -> [concurrency window, healthy deliveries at it]
         self._total = 0
         self._workers = 0
         self._free = 0  # workers not holding a job: waiting, or finishing one (on_done)
@@ -353,7 +416,8 @@ class Dispatcher:
         """Hand every waiting job that fits to a worker (lock held); destinations take turns."""
         for key in list(self._waiting):
             jobs = self._waiting[key]
-            while jobs and self._total < self.process_limit and self._running.get(key, 0) < jobs[0].limit:
+            window = self._window.setdefault(key, [min(jobs[0].initial, jobs[0].limit) if jobs else 1, 0])
+            while jobs and self._total < self.process_limit and self._running.get(key, 0) < window[0]:
                 job = jobs.popleft()
                 self._running[key] = self._running.get(key, 0) + 1
                 self._total += 1
@@ -366,6 +430,8 @@ class Dispatcher:
                     threading.Thread(target=self._worker, name="qmgr-worker", daemon=True).start()
             if not jobs:
                 del self._waiting[key]
+                if not self._running.get(key):
+                    self._window.pop(key, None)
 
     def _worker(self) -> None:
         while True:
@@ -380,15 +446,23 @@ class Dispatcher:
             self._run(job)
 
     def _run(self, job: DeliveryJob) -> None:
+        healthy = False
         try:
-            job_deliver(self.queue_dir, job, self.dead, self.timeout)
+            healthy = job_deliver(self.queue_dir, job, self.dead, self.timeout)
         except Exception as exc:  # noqa: BLE001 - a worker must always report back
             log.msg_error(f"{job.msg.queue_id}: delivery to {job.transport} failed: {exc!r}")
         finally:
             with self._lock:
+                window = self._window.get(job.key)
+                if window is not None and healthy:
+                    window[1] += 1
+                    if window[1] >= window[0]:
+                        window[0], window[1] = min(window[0] + 1, job.limit), 0
                 self._running[job.key] -= 1
                 if not self._running[job.key]:
                     del self._running[job.key]
+                    if job.key not in self._waiting:
+                        self._window.pop(job.key, None)
                 self._total -= 1
                 self._free += 1  # this worker takes the next ready job once on_done returns
                 self._pump()

@@ -102,6 +102,22 @@ class Mta:
             pass
 
 
+def home(user: str) -> str:
+    """A test user's home directory."""
+    return pwd.getpwnam(user).pw_dir
+
+
+@pytest.fixture()
+def clean_maildirs(users: dict[str, pwd.struct_passwd]) -> None:
+    """Empty the test users' Maildirs before a test."""
+    for user in users:
+        for sub in ("new", "cur", "tmp"):
+            directory = Path(home(user)) / "Maildir" / sub
+            if directory.is_dir():
+                for path in directory.iterdir():
+                    path.unlink()
+
+
 def maildir_messages(home: str) -> list[bytes]:
     new = Path(home) / "Maildir" / "new"
     if not new.is_dir():
@@ -128,7 +144,13 @@ alias_database = hash:{base}/etc/aliases
 queue_run_delay = 1s
 minimal_backoff_time = 2s
 maximal_backoff_time = 4s
+# Name lookups go to the resolver a test writes in etc/resolv.conf, never to the machine's.
+import_environment = MAIL_CONFIG TZ LANG=C MTA_RESOLV_CONF={base}/etc/resolv.conf
 """
+
+# No DNS server listens here: lookups fail fast (a test that needs DNS starts tests.dns_server
+# and rewrites etc/resolv.conf).
+NO_RESOLVER = "nameserver 127.0.0.54\noptions timeout:1 attempts:1\n"
 
 MASTER_CF = """\
 127.0.0.1:{port} inet n - n - - smtpd
@@ -142,6 +164,10 @@ error     unix  -       -       n       -       -       error
 retry     unix  -       -       n       -       -       error
 discard   unix  -       -       n       -       -       discard
 smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
 postdrop  unix  n       -       n       -       -       postdrop
 """
 
@@ -169,6 +195,7 @@ def make_mta(scratch: Path, users: dict[str, pwd.struct_passwd]) -> Iterator[Cal
         (etc / "main.cf").write_text(MAIN_CF.format(base=base, host=HOST, domain=DOMAIN) + main_extra)
         (etc / "master.cf").write_text(MASTER_CF.format(port=port))
         (etc / "aliases").write_text("postmaster: root\n" + aliases)
+        (etc / "resolv.conf").write_text(NO_RESOLVER)
         mta = Mta(base, etc, base / "spool", port)
         mta.run("newaliases")
         made.append(mta)
@@ -182,4 +209,4 @@ def make_mta(scratch: Path, users: dict[str, pwd.struct_passwd]) -> Iterator[Cal
             mta.kill_tree()
 
 
-__all__ = ["Mta", "maildir_messages", "wait_for", "free_port", "DOMAIN", "HOST"]
+__all__ = ["NO_RESOLVER", "home", "Mta", "maildir_messages", "wait_for", "free_port", "DOMAIN", "HOST"]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import find_postfix_root
-from tests.e2e.conftest import DOMAIN, Mta, maildir_messages, wait_for
+from tests.e2e.conftest import DOMAIN, Mta, home, maildir_messages, wait_for
 
 U1, U2 = "mtae2e1", "mtae2e2"
 
@@ -28,18 +28,9 @@ def send(mta: Mta, rcpts: list[str], body: str = "hello", sender: str = f"alice@
         client.sendmail(sender, rcpts, msg)
 
 
-def home(user: str) -> str:
-    return pwd.getpwnam(user).pw_dir
-
-
 @pytest.fixture(autouse=True)
-def clean_maildirs() -> None:
-    for user in (U1, U2):
-        for sub in ("new", "cur", "tmp"):
-            d = Path(home(user)) / "Maildir" / sub
-            if d.is_dir():
-                for p in d.iterdir():
-                    p.unlink()
+def _clean(clean_maildirs: None) -> None:
+    """Every test here starts with empty Maildirs."""
 
 
 def test_root_mail_reaches_unprivileged_maildir_through_alias(make_mta) -> None:  # type: ignore[no-untyped-def]
@@ -278,25 +269,3 @@ def test_error_retry_and_discard_transports(make_mta) -> None:  # type: ignore[n
     wait_for(lambda: len(mta.queue_files("deferred")) == 1, what="the message deferred for later.example")
     listing = mta.run("postqueue", "-p").stdout.decode()
     assert "z@later.example" in listing and "come back later" in listing and "x@closed.example" not in listing
-
-
-def test_gateway_relays_to_an_internal_mta(make_mta) -> None:  # type: ignore[no-untyped-def]
-    """Two instances on loopback: the gateway sends internal.example to the internal MTA over SMTP
-    (transport_maps smtp:[127.0.0.1]:PORT); an unknown user there comes back as a DSN naming its reply."""
-    internal = make_mta(main_extra="mydestination = internal.example\n")
-    internal.start()
-    gateway = make_mta(main_extra=f"transport_maps = inline:{{ {{internal.example=smtp:[127.0.0.1]:{internal.port}}} }}\n")
-    gateway.start()
-    send(gateway, [f"{U2}@internal.example", "nosuch@internal.example"], sender=f"{U1}@{DOMAIN}",
-         subject="through the gateway", body="relayed inside")
-    wait_for(lambda: len(maildir_messages(home(U2))) == 1, what="delivery by the internal MTA")
-    got = maildir_messages(home(U2))[0]
-    assert b"relayed inside" in got and b"Subject: through the gateway" in got
-    assert got.count(b"Received: ") >= 2  # the gateway's and the internal MTA's
-    log = gateway.log()
-    assert f"to=<{U2}@internal.example>, relay=127.0.0.1[127.0.0.1]:{internal.port}" in log
-    assert "status=sent (250 2.0.0 Ok: queued as " in log
-    wait_for(lambda: len(maildir_messages(home(U1))) == 1, what="the bounce for the unknown user")
-    dsn = maildir_messages(home(U1))[0]
-    assert b"Final-Recipient: rfc822; nosuch@internal.example" in dsn and b"Status: 5.1.1" in dsn
-    assert b"said: 550 5.1.1 <nosuch@internal.example>: Recipient address rejected" in dsn.replace(b"\n ", b" ")

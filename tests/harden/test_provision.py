@@ -40,7 +40,7 @@ def test_from_nothing_then_nothing_to_do(fresh_lab: LabFixture) -> None:
     owners = lab.ssh("gw2", "find /var/spool/postfix/etc /var/spool/postfix/lib /var/spool/postfix/usr "
                             "-printf '%u:%g\\n' | sort -u").stdout.split()
     assert owners == ["root:root"]
-    master_cf = lab.ssh("gw2", "grep -E '^(smtp|local) ' /etc/postfix/master.cf").stdout.split("\n")
+    master_cf = lab.ssh("gw2", "grep -E '^(smtp +inet|local) ' /etc/postfix/master.cf").stdout.split("\n")
     assert master_cf[0].split()[4] == "y" and master_cf[1].split()[4] == "n"
 
 

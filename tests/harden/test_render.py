@@ -34,13 +34,15 @@ def test_example_hosts_render_and_parse_back() -> None:
 def test_chroot_column_follows_the_settings(tmp_path: Path) -> None:
     s = example()
     (tmp_path / "master.cf").write_text(gateway_files(s)["master.cf"])
-    rows = {row.service: row for row in parse_master_cf(tmp_path / "master.cf")}
+    rows = {row.service: row for row in parse_master_cf(tmp_path / "master.cf") if row.type != "unix"
+            or row.service != "smtp"}
     assert rows["smtp"].chroot and rows["cleanup"].chroot and rows["qmgr"].chroot
     assert not rows["local"].chroot
     s.chroot = False
     s.chroot_services = {"smtpd": True}
     (tmp_path / "master.cf").write_text(gateway_files(s)["master.cf"])
-    rows = {row.service: row for row in parse_master_cf(tmp_path / "master.cf")}
+    rows = {row.service: row for row in parse_master_cf(tmp_path / "master.cf") if row.type != "unix"
+            or row.service != "smtp"}
     assert rows["smtp"].chroot and not rows["cleanup"].chroot and not rows["local"].chroot
 
 
@@ -57,6 +59,17 @@ def test_settings_reach_main_cf() -> None:
     assert "smtpd_recipient_limit = 250\n" in main
     assert "spammer.example\tREJECT" in files["access"]
     assert files_check(s.name, files) == []
+    assert "relayhost" not in main
+    s.relayhost = "[smarthost.example.com]:587"
+    assert "\nrelayhost = [smarthost.example.com]:587\n" in gateway_files(s)["main.cf"]
+
+
+def test_master_cf_has_the_outbound_services(tmp_path: Path) -> None:
+    """smtp and relay (the smtp client) run chrooted with the other internal services."""
+    (tmp_path / "master.cf").write_text(gateway_files(example())["master.cf"])
+    rows = {(row.service, row.type): row for row in parse_master_cf(tmp_path / "master.cf")}
+    for name in ("smtp", "relay"):
+        assert rows[(name, "unix")].command == "smtp" and rows[(name, "unix")].chroot
 
 
 def test_template_typo_names_template_and_line(tmp_path: Path) -> None:

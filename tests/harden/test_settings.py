@@ -50,6 +50,7 @@ def test_values_and_overrides(tmp_path: Path) -> None:
     ("root_alias: mick\nansible_port: '22'", r"key 'ansible_port': expected int"),
     ("root_alias: mick\ntransport: {example.com: relayhost}", r"key 'transport': expected a mapping of domain"),
     ("root_alias: mick\ntls_cert_file: /etc/ssl/a.pem", r"key 'tls_cert_file': needs tls_key_file as well"),
+    ("root_alias: mick\nrelayhost: 'smtp:[x]'", r"key 'relayhost': expected a next hop: \[host\]:port"),
 ])
 def test_errors_name_file_line_host_and_key(tmp_path: Path, host_vars: str, message: str) -> None:
     with pytest.raises(InventoryError, match=message):

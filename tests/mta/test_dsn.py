@@ -6,7 +6,7 @@ import email
 from email.message import Message
 
 from mta.bounce_log import record_create
-from mta.dsn import dsn_build, original_headers
+from mta.dsn import DelayNotice, dsn_build, original_headers
 
 ORIGINAL = (b"Received: from client\nFrom: Alice <alice@example.test>\nSubject: caf\xc3\xa9 plans\n"
             b"Message-ID: <m1@example.test>\n\nsecret body\n")
@@ -97,3 +97,62 @@ def test_mail_name_and_line_ends() -> None:
     assert b"\r\n" not in data
     assert b"X-MTA-Queue-ID: ABCDEF012345" in data
     assert b"Diagnostic-Code: X-MTA; bad  \\xfc" in data
+
+
+DELAY = DelayNotice(warning_time=4 * 3600, queue_lifetime=5 * 86400)
+DEFERRED = [record_create("bob@example.test", "robert@example.test", "deferred", "4.4.1",
+                          "connect to mx.example.test[192.0.2.25]:25: Connection refused")]
+
+
+def test_delay_notice_structure_and_text() -> None:
+    message = email.message_from_bytes(build(records=DEFERRED, delay=DELAY))
+    assert message.get_content_type() == "multipart/report"
+    assert message.get_param("report-type") == "delivery-status"
+    assert message["Subject"] == "Delayed Mail (still being retried)"
+    assert message["From"] == "MAILER-DAEMON@mx.example.test (Mail Delivery System)"
+    assert message["To"] == "alice@example.test"
+    human, status, returned = parts(message)
+    assert [p.get_content_type() for p in (human, status, returned)] == [
+        "text/plain", "message/delivery-status", "text/rfc822-headers"]
+    text = human.get_payload()
+    assert isinstance(text, str)
+    assert text.startswith(
+        "This is the mail system at host mx.example.test.\n\n"
+        "####################################################################\n"
+        "# THIS IS A WARNING ONLY.  YOU DO NOT NEED TO RESEND YOUR MESSAGE. #\n"
+        "####################################################################\n\n"
+        "Your message could not be delivered for more than 4 hour(s).\n"
+        "It will be retried until it is 5 day(s) old.\n")
+    assert "<bob@example.test> (expanded from <robert@example.test>): connect to mx.example.test" in text
+    assert "I'm sorry" not in text
+
+
+def test_delay_notice_status_fields() -> None:
+    status = parts(email.message_from_bytes(build(records=DEFERRED, delay=DELAY)))[1]
+    per_message, bob = parts(status)
+    assert per_message["X-Postfix-Queue-ID"] == "ABCDEF012345"
+    assert (bob["Final-Recipient"], bob["Original-Recipient"], bob["Action"], bob["Status"]) == (
+        "rfc822; bob@example.test", "rfc822; robert@example.test", "delayed", "4.4.1")
+    assert "Connection refused" in " ".join(bob["Diagnostic-Code"].split())
+    # Will-Retry-Until is arrival + maximal_queue_lifetime (RFC 3464 2.3.9), as Postfix writes it.
+    retry = email.utils.parsedate_to_datetime(bob["Will-Retry-Until"]).timestamp()
+    assert retry == 1_700_000_000 + 5 * 86400
+    failure = parts(parts(email.message_from_bytes(build(records=DEFERRED)))[1])[1]
+    assert failure["Action"] == "failed" and failure["Will-Retry-Until"] is None
+
+
+def test_delay_notice_returns_the_original_headers_only() -> None:
+    data = build(records=DEFERRED, delay=DELAY)
+    returned = parts(email.message_from_bytes(data))[2]
+    assert returned["Content-Description"] == "Undelivered Message Headers"
+    payload = returned.get_payload()
+    assert isinstance(payload, str)
+    assert "From: Alice <alice@example.test>" in payload and "Message-ID: <m1@example.test>" in payload
+    assert b"secret body" not in data
+
+
+def test_delay_notice_times_round_down() -> None:
+    text = parts(email.message_from_bytes(build(records=DEFERRED, delay=DelayNotice(5399, 86399))))[0]
+    payload = text.get_payload()
+    assert isinstance(payload, str)
+    assert "for more than 1 hour(s)." in payload and "until it is 0 day(s) old." in payload

@@ -1,4 +1,4 @@
-"""Tests for mta.eugid: effective ids for a block, restored afterwards even on errors."""
+"""Tests for mta.eugid: a user's effective ids, or root's again, for a block; restored even on errors."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mta.eugid import effective_ids
+from mta.eugid import effective_ids, root_ids
 
 NOBODY = pwd.getpwnam("nobody")
 
@@ -41,4 +41,23 @@ def test_restored_after_an_error() -> None:
                 secret.read_text()
     finally:
         shutil.rmtree(where)
+    assert ids() == before
+
+
+def test_root_ids_from_dropped_effective_ids_and_back() -> None:
+    before = ids()
+    with effective_ids(NOBODY.pw_uid, NOBODY.pw_gid):
+        with pytest.raises(RuntimeError):
+            with root_ids():
+                assert os.geteuid() == 0
+                os.setgroups([0, 4])  # only root may; the caller's groups come back regardless
+                raise RuntimeError("body failed")
+        assert ids() == (0, NOBODY.pw_uid, 0, NOBODY.pw_gid, [NOBODY.pw_gid])
+    assert ids() == before
+
+
+def test_root_ids_as_root_changes_nothing() -> None:
+    before = ids()
+    with root_ids():
+        assert ids() == before
     assert ids() == before

@@ -9,7 +9,7 @@ import pytest
 
 MTA = Path(__file__).resolve().parents[2] / "mta"
 DAEMONS = ("smtpd", "cleanup", "pickup", "postdrop", "qmgr", "local", "showq", "anvil", "error", "discard", "smtp",
-           "master")
+           "pipe", "bounce", "master")
 
 
 def daemon_files(name: str) -> list[Path]:

@@ -13,6 +13,7 @@ from mta.record import (
     RecordError,
     record_encode,
     record_mark_done,
+    record_mark_warned,
     record_parse,
     record_read,
     record_write,
@@ -60,6 +61,30 @@ def test_mark_done_in_place_survives_reread(tmp_path: Path) -> None:
     assert os.path.getsize(path) == size and content == CONTENT
 
 
+def test_warning_time_round_trip_and_mark_in_place(tmp_path: Path) -> None:
+    env = envelope()
+    assert b"\nW " not in record_encode(env, CONTENT)  # no delay warning asked for: no record
+    env.warn_time = 1700014400.9
+    data = record_encode(env, CONTENT)
+    assert b"\nW      1700014400\nS " in data  # fixed width, so it can be rewritten in place
+    path = tmp_path / "ID"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    record_write(fd, env, CONTENT)
+    parsed, _ = record_read(path)
+    assert parsed.warn_time == 1700014400 and data[parsed.warn_offset:].startswith(b"W ")
+    size = os.path.getsize(path)
+    record_mark_warned(fd, parsed)
+    record_mark_done(fd, parsed.recipients[0])  # recipient offsets are not disturbed
+    os.close(fd)
+    assert parsed.warn_time == 0
+    again, content = record_read(path)
+    assert again.warn_time == 0 and again.warn_offset == parsed.warn_offset
+    assert [r.done for r in again.recipients] == [True, False]
+    assert os.path.getsize(path) == size and content == CONTENT
+    with pytest.raises(RecordError, match="no delay warning record"):
+        record_mark_warned(-1, envelope())
+
+
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
@@ -69,6 +94,7 @@ def test_mark_done_in_place_survives_reread(tmp_path: Path) -> None:
         (lambda d: d.replace(b"C 26\n", b"C 99\n"), "truncated"),
         (lambda d: d.replace(b"C 26\n", b"C xx\n"), "bad content length"),
         (lambda d: d.replace(b"T 1700000000.500000\n", b"T soon\n"), "bad arrival time"),
+        (lambda d: d.replace(b"S alice", b"W soon\nS alice"), "bad warning time"),
         (lambda d: d.replace(b"S alice", b"Q alice"), "unknown record type"),
         (lambda d: d.replace(b"A helo=client.example\n", b"A helo\n"), "bad attribute"),
         (lambda d: d.replace(b"S alice@example.com\n", b""), "missing sender"),

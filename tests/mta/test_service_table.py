@@ -20,6 +20,7 @@ from mta.service_format import format_row
 from mta.service_table import (
     ServiceRow,
     compatibility_chroot,
+    daemon_operands,
     delivers_locally,
     find,
     logical_lines,
@@ -377,3 +378,15 @@ def test_row_parse_alone() -> None:
     assert (row.chroot, row.maxproc, row.path, row.line) == (False, 50, "x.cf", 7)
     assert format_row(row) == ("submission inet  n       -       -       -       -       smtpd "
                                "-o smtpd_sasl_auth_enable=yes")
+
+
+@pytest.mark.parametrize("args, operands", [
+    ("flags=R user=u argv=/bin/cat -x", ("flags=R", "user=u", "argv=/bin/cat", "-x")),
+    ("-o a=b -v -o { c = d } flags=R argv=x", ("flags=R", "argv=x")),
+    ("-oa=b -vD user=u", ("user=u",)),
+    ("-v -- -o x", ("-o", "x")),
+    ("-o a=b", ()),
+])
+def test_daemon_operands_follow_the_generic_options(args: str, operands: tuple[str, ...]) -> None:
+    """What pipe(8) reads as its command attributes: the arguments after the daemon's own options."""
+    assert daemon_operands(row_parse(f"p unix - n n - - pipe {args}")) == operands

@@ -273,3 +273,17 @@ def test_null_sender_from_header_and_drop_headers(start: Start) -> None:
     assert header(content, "From") == ["MAILER-DAEMON"]
     assert header(content, "Bcc") == [] and header(content, "Return-Path") == []
     assert header(content, "Content-Length") == []
+
+
+@pytest.mark.parametrize(("setting", "expected"), [("delay_warning_time = 4\n", 1700000000 + 4 * 3600),
+                                                   ("delay_warning_time = 90s\n", 1700000000 + 90),
+                                                   ("", 0)])
+def test_delay_warning_time_is_recorded_in_the_queue_file(start: Start, setting: str, expected: int) -> None:
+    """As Postfix's cleanup: with delay_warning_time set, the file says when the warning is due.
+
+    A value without a unit is in hours (Postfix's default is 0h); the default 0h writes no record.
+    """
+    queue = start(setting)
+    _, envelope, _ = submit(queue, b"x: y\n\n", attrs={**LOCAL, "arrival_time": "1700000000.5"})
+    assert envelope.warn_time == expected
+    assert (envelope.warn_offset > 0) == bool(expected)

@@ -1,10 +1,11 @@
-"""Tests for ``mta postqueue``: -p in Postfix's exact format, -j JSON lines, -f flush, queue-down paths."""
+"""Tests for ``mta postqueue``: -p in Postfix's exact format, -j JSON lines, -f and -s, queue-down paths."""
 
 from __future__ import annotations
 
 import os
 import socket
 import threading
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -164,9 +165,11 @@ def test_f_triggers_qmgr_and_pickup(qfix: QueueFixture, capsys: pytest.CaptureFi
 def test_options_are_exclusive_and_required(qfix: QueueFixture, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         postqueue(qfix, "-p", "-j")
+    with pytest.raises(SystemExit):
+        postqueue(qfix, "-f", "-s", "example.test")
     assert postqueue(qfix) == 64
     assert capsys.readouterr().err.endswith(
-        "mta/postqueue: fatal: usage: postqueue -f | postqueue -j | postqueue -p\n")
+        "mta/postqueue: fatal: usage: postqueue -f | postqueue -j | postqueue -p | postqueue -s site\n")
 
 
 def test_config_directory_names_the_queue(qfix: QueueFixture, tmp_path: Path,
@@ -177,3 +180,125 @@ def test_config_directory_names_the_queue(qfix: QueueFixture, tmp_path: Path,
     build_queue(qfix)
     assert cli.main(["-c", str(other), "postqueue", "-p"]) == 0
     assert capsys.readouterr().out == "Mail queue is empty\n"
+
+
+class Triggers:
+    """Listeners on public/NAME that record the trigger bytes each receives."""
+
+    def __init__(self, qfix: QueueFixture, *names: str) -> None:
+        self.received: dict[str, bytes] = {}
+        self.servers: list[socket.socket] = []
+        self.threads: list[threading.Thread] = []
+        self.stop = threading.Event()
+        for name in names:
+            server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            server.bind(str(qfix.queue_dir / "public" / name))
+            server.listen(1)
+            server.settimeout(0.05)
+            thread = threading.Thread(target=self._accept, args=(name, server), daemon=True)
+            thread.start()
+            self.servers.append(server)
+            self.threads.append(thread)
+
+    def _accept(self, name: str, server: socket.socket) -> None:
+        while True:
+            # A trigger sent before close() is queued on the socket by then, so an
+            # accept() begun after stop was set still returns it.
+            stopping = self.stop.is_set()
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                if stopping:
+                    return
+                continue
+            except OSError:
+                return
+            conn.settimeout(5)
+            self.received[name] = conn.recv(100)
+            conn.close()
+            return
+
+    def close(self) -> dict[str, bytes]:
+        """Stop listening (the command has returned: its triggers were sent); what each one received."""
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(2)
+        for server in self.servers:
+            server.close()
+        return self.received
+
+
+FUTURE = 4_000_000_000.0  # a retry time far ahead
+
+
+def site_queue(qfix: QueueFixture) -> dict[str, Path]:
+    """Deferred mail for several destinations, every retry time in the future."""
+    paths = {
+        "match": qfix.add("deferred", "A00000000001", "s@example.org",
+                          [("a@remote.example", False), ("b@other.example", False)], 10),
+        "upper": qfix.add("deferred", "A00000000002", "s@example.org", [("C@REMOTE.EXAMPLE.", False)], 10),
+        "done": qfix.add("deferred", "A00000000003", "s@example.org",
+                         [("a@remote.example", True), ("b@other.example", False)], 10),
+        "other": qfix.add("deferred", "A00000000004", "s@example.org", [("a@sub.remote.example", False)], 10),
+        "held": qfix.add("hold", "A00000000005", "s@example.org", [("a@remote.example", False)], 10),
+    }
+    for path in paths.values():
+        os.utime(path, (FUTURE, FUTURE))
+    return paths
+
+
+@pytest.mark.parametrize("site", ["remote.example", "Remote.EXAMPLE", "[remote.example]"])
+def test_s_makes_the_sites_deferred_mail_due_and_triggers_qmgr(qfix: QueueFixture, site: str) -> None:
+    paths = site_queue(qfix)
+    triggers = Triggers(qfix, "qmgr", "pickup")
+    before = time.time()
+    try:
+        assert postqueue(qfix, "-s", site) == 0
+    finally:
+        received = triggers.close()
+    assert received == {"qmgr": b"FD"}  # forget dead destinations, scan deferred; pickup is not involved
+    for name in ("match", "upper"):
+        assert before - 1 <= os.stat(paths[name]).st_mtime <= time.time() + 1, name
+    for name in ("done", "other", "held"):  # delivered there already, a subdomain, on hold
+        assert os.stat(paths[name]).st_mtime == FUTURE, name
+
+
+def test_s_with_the_mail_system_down(qfix: QueueFixture, capsys: pytest.CaptureFixture[str]) -> None:
+    site_queue(qfix)
+    assert postqueue(qfix, "-s", "remote.example") == 69
+    assert capsys.readouterr().err == "mta/postqueue: fatal: Cannot flush mail queue - mail system is down\n"
+
+
+@pytest.mark.parametrize(("site", "message"), [("", "empty site name"), ("[]", "empty site name"),
+                                               ("a b", 'Invalid request: "a b"'),
+                                               ("../x/", 'Invalid request: "../x/"')])
+def test_s_refuses_a_bad_site(qfix: QueueFixture, capsys: pytest.CaptureFixture[str], site: str,
+                              message: str) -> None:
+    paths = site_queue(qfix)
+    triggers = Triggers(qfix, "qmgr")
+    try:
+        assert postqueue(qfix, "-s", site) == 64
+    finally:
+        assert triggers.close() == {}
+    assert capsys.readouterr().err == f"mta/postqueue: fatal: {message}\n"
+    assert os.stat(paths["match"]).st_mtime == FUTURE
+
+
+def test_s_needs_root(qfix: QueueFixture, capsys: pytest.CaptureFixture[str]) -> None:
+    site_queue(qfix)
+    os.seteuid(65534)
+    try:
+        status = postqueue(qfix, "-s", "remote.example")
+    finally:
+        os.seteuid(0)
+    assert status == 77
+    err = capsys.readouterr().err
+    assert err.startswith("mta/postqueue: fatal: Cannot flush mail queue for remote.example: ")
+    assert err.endswith("Permission denied (postqueue -s needs root)\n")
+
+
+def test_help_describes_s(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["postqueue", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "-s SITE" in out and "retry now the deferred mail for one destination" in out

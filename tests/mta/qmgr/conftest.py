@@ -1,4 +1,4 @@
-"""qmgr test fixtures: a scratch queue directory, queue files, a scripted delivery agent and cleanup."""
+"""qmgr test fixtures: a scratch queue directory, queue files, a scripted delivery agent, cleanup, bounce."""
 
 from __future__ import annotations
 
@@ -15,9 +15,12 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
+import mta.bounce as bounce_daemon
 from mta import proto, queue
 from mta.config import MainConfig, parse_main_cf_text
 from mta.record import Envelope, Recipient, record_write
+from mta.skeleton import DaemonContext
+from tests.unix_server import UnixServer
 
 HOST = "mx.example.test"
 
@@ -60,8 +63,11 @@ def qdir() -> Iterator[Path]:
 
 def enqueue(qdir: Path, recipients: list[str | tuple[str, str] | Recipient], sender: str = "alice@example.test",
             content: bytes = CONTENT, arrival: float | None = None, where: str = queue.INCOMING,
-            ready: bool = True) -> str:
-    """Write a queue file into where (incoming by default) and return its ID."""
+            ready: bool = True, warn_time: float = 0.0) -> str:
+    """Write a queue file into where (incoming by default) and return its ID.
+
+    + warn_time: when a delay warning is due (the W record cleanup writes), 0 for none.
+    """
     rcpts: list[Recipient] = []
     for item in recipients:
         if isinstance(item, Recipient):
@@ -70,7 +76,8 @@ def enqueue(qdir: Path, recipients: list[str | tuple[str, str] | Recipient], sen
             rcpts.append(Recipient(item[0], item[1]))
         else:
             rcpts.append(Recipient(item))
-    envelope = Envelope(sender, rcpts, time.time() if arrival is None else arrival, {"origin": "smtpd"})
+    envelope = Envelope(sender, rcpts, time.time() if arrival is None else arrival, {"origin": "smtpd"},
+                        warn_time)
     qf = queue.queue_create(qdir, where)
     record_write(qf.fd, envelope, content)
     if ready:
@@ -189,6 +196,45 @@ class FakeCleanup:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+@dataclass
+class BounceService:
+    """The real bounce daemon (mta.bounce.service) on private/bounce and private/defer, one thread each.
+
+    Notifications go to whatever listens on public/cleanup (the cleanup fixture).
+    """
+
+    servers: list[UnixServer]
+
+    @property
+    def errors(self) -> list[str]:
+        """Tracebacks of exceptions that escaped the daemon's service()."""
+        return [error for server in self.servers for error in server.errors]
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.close()
+
+
+def bounce_start(qdir: Path, **settings: str) -> BounceService:
+    """Start the bounce daemon for qdir with main.cf BASE_CONFIG plus settings."""
+    cfg = make_config(qdir, **settings)
+    ctx = DaemonContext(service=None, cfg=cfg, queue_dir=qdir)  # type: ignore[arg-type]
+    bounce_daemon.pre_init(ctx)
+    bounce_daemon.post_init(ctx)
+    return BounceService([UnixServer(qdir / "private" / name,
+                                     lambda conn: bounce_daemon.service(conn, ctx)).start()
+                          for name in ("bounce", "defer")])
+
+
+@pytest.fixture()
+def bounce(qdir: Path) -> Iterator[BounceService]:
+    """The bounce daemon on private/bounce and private/defer (use cleanup too, to take its notices)."""
+    service = bounce_start(qdir)
+    yield service
+    service.stop()
+    assert service.errors == []
 
 
 @pytest.fixture()

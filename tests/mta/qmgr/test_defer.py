@@ -17,19 +17,24 @@ from mta.qmgr.defer import (
     bounce_notify,
     defer_expire,
     defer_finish,
+    delay_warn,
     message_expired,
     notifier_from_config,
     policy_from_config,
     retry_time,
 )
 from mta.qmgr.deliver import routing_from_config
-from tests.mta.qmgr.conftest import FakeCleanup, enqueue, make_config, subparts
+from mta.record import record_read
+from tests.mta.qmgr.conftest import BounceService, FakeCleanup, enqueue, make_config, subparts
 
 POLICY = RetryPolicy(300, 4000, 5 * 86400, 86400)
 
 
-def load(qdir: Path, *rcpts: str, sender: str = "alice@example.test", age: float = 0) -> ActiveMessage:
-    qid = enqueue(qdir, list(rcpts), sender=sender, arrival=time.time() - age)
+def load(qdir: Path, *rcpts: str, sender: str = "alice@example.test", age: float = 0,
+         warn_after: float = 0) -> ActiveMessage:
+    arrival = time.time() - age
+    qid = enqueue(qdir, list(rcpts), sender=sender, arrival=arrival,
+                  warn_time=arrival + warn_after if warn_after else 0.0)
     active_enter(qdir, queue.INCOMING, qid)
     msg = active_load(qdir, qid)
     assert msg is not None
@@ -95,7 +100,8 @@ def test_finish_removes_a_finished_message(qdir: Path) -> None:
     assert not (qdir / queue.ACTIVE / msg.queue_id).exists()
 
 
-def test_notify_sends_one_dsn_for_all_bounces(qdir: Path, cleanup: FakeCleanup) -> None:
+def test_notify_sends_one_dsn_for_all_bounces(qdir: Path, cleanup: FakeCleanup,
+                                              bounce: BounceService) -> None:
     msg = load(qdir, "a@example.test", "b@example.test")
     for rcpt in msg.envelope.recipients:
         active_bounce(qdir, msg, rcpt, "local", "5.1.1", "unknown user", msg.delays())
@@ -111,6 +117,42 @@ def test_notify_sends_one_dsn_for_all_bounces(qdir: Path, cleanup: FakeCleanup) 
 def test_notify_failure_keeps_the_bounce_log(qdir: Path) -> None:
     msg = load(qdir, "a@example.test")
     active_bounce(qdir, msg, msg.envelope.recipients[0], "local", "5.1.1", "unknown user", msg.delays())
-    assert not bounce_notify(qdir, msg, notifier(qdir))  # no cleanup listening
+    assert not bounce_notify(qdir, msg, notifier(qdir))  # no bounce service listening
     assert bounce_log.log_exists(qdir, bounce_log.BOUNCE, msg.queue_id)
     assert defer_finish(qdir, msg, POLICY, notifier(qdir)) == "deferred"
+
+
+def test_notify_without_a_bounce_log_asks_nothing(qdir: Path) -> None:
+    msg = load(qdir, "a@example.test")
+    assert bounce_notify(qdir, msg, notifier(qdir))  # no service needed: nothing to send
+
+
+def test_delay_warn_when_due_and_pending(qdir: Path, cleanup: FakeCleanup, bounce: BounceService) -> None:
+    msg = load(qdir, "a@example.test", age=100, warn_after=60)
+    rcpt = msg.envelope.recipients[0]
+    active_defer(qdir, msg, rcpt, "local", "4.2.2", "mailbox full", msg.delays())
+    now = time.time()
+    assert delay_warn(qdir, msg, notifier(qdir), msg.envelope.arrival + 59)  # not due yet
+    assert cleanup.submitted == [] and msg.envelope.warn_time > 0
+    assert delay_warn(qdir, msg, notifier(qdir), now)
+    [(request, content)] = cleanup.submitted
+    assert request["sender"] == "" and request["recipients"] == [{"address": "alice@example.test"}]
+    report = email.message_from_bytes(content)
+    assert report["Subject"] == "Delayed Mail (still being retried)"
+    assert subparts(subparts(report)[1])[1]["Action"] == "delayed"
+    assert msg.envelope.warn_time == 0
+    path = queue.queue_path(qdir, queue.ACTIVE, msg.queue_id)
+    assert record_read(path)[0].warn_time == 0  # rewritten in the file, not only in memory
+    assert delay_warn(qdir, msg, notifier(qdir), now) and len(cleanup.submitted) == 1
+
+
+def test_delay_warn_skips_finished_and_unwarned_messages(qdir: Path) -> None:
+    done = load(qdir, "a@example.test", age=100, warn_after=60)
+    done.envelope.recipients[0].done = True
+    unwarned = load(qdir, "a@example.test", age=100)
+    # No service is listening: True means nothing was asked for.
+    assert delay_warn(qdir, done, notifier(qdir), time.time())
+    assert delay_warn(qdir, unwarned, notifier(qdir), time.time())
+    failing = load(qdir, "a@example.test", age=100, warn_after=60)
+    assert not delay_warn(qdir, failing, notifier(qdir), time.time())
+    assert failing.envelope.warn_time > 0

@@ -41,7 +41,7 @@ def test_transport_maps(qdir: Path) -> None:
     routing = routing_from_config(make_config(qdir, transport_maps=table, recipient_delimiter="+"))
     assert routing.route("bob+tag@relay.example") == ("smtp", "[mx.internal]:25")
     assert routing.route("alice@relay.example") == ("relay", "relay.example")
-    assert routing.route("x@a.sub.example") == (None, "gw.example")  # no transport of its own: the default
+    assert routing.route("x@a.sub.example") == ("smtp", "gw.example")  # no transport of its own: the default
     assert routing.route("x@sub.example") == ("retry", "4.4.1 later")  # ".sub.example" is for subdomains only
     assert routing.route("x@closed.example") == ("error", "5.1.1 this domain is closed")
     assert routing.route("bob@mx.example.test") == ("discard", "mx.example.test")  # even a local domain
@@ -57,10 +57,33 @@ def test_routing(qdir: Path) -> None:
     assert routing.route("bob@localhost.example.test") == ("mylocal", "localhost.example.test")
     assert routing.route("bob@localhost") == ("mylocal", "localhost")
     assert routing.route("root") == ("mylocal", "")
-    assert routing.route("bob@remote.example") == (None, "remote.example")
+    assert routing.route("bob@remote.example") == ("smtp", "remote.example")
     assert routing.is_double_bounce("double-bounce@mx.example.test")
     assert routing.is_double_bounce("Double-Bounce")
     assert not routing.is_double_bounce("double-bounce@remote.example")
+
+
+def test_routing_classes_and_relayhost(qdir: Path) -> None:
+    """relay_domains go to relay_transport, the rest to default_transport; relayhost replaces the domain
+    as next hop for both unless the transport names its own; transport_maps override all of it."""
+    cfg = make_config(qdir, relay_domains="inside.example", relayhost="[smarthost.example]:587",
+                      transport_maps="inline:{ {x.example=smtp:}, {y.example=:[y.gw]}, {z.example=:} }")
+    routing = routing_from_config(cfg)
+    assert routing.route("a@inside.example") == ("relay", "[smarthost.example]:587")
+    assert routing.route("a@sub.inside.example") == ("relay", "[smarthost.example]:587")
+    assert routing.route("a@outside.example") == ("smtp", "[smarthost.example]:587")
+    assert routing.route("a@mx.example.test") == ("local", "mx.example.test")
+    # transport(5): a transport with an empty next hop means the recipient domain, not relayhost;
+    # an empty transport keeps the class's; both empty keep both.
+    assert routing.route("a@x.example") == ("smtp", "x.example")
+    assert routing.route("a@y.example") == ("smtp", "[y.gw]")
+    assert routing.route("a@z.example") == ("smtp", "[smarthost.example]:587")
+    own = routing_from_config(make_config(qdir, relay_domains="inside.example", relayhost="[smarthost.example]",
+                                          relay_transport="relay:[mail.internal]:2525",
+                                          default_transport="error:5.7.1 outbound mail is disabled"))
+    assert own.route("a@inside.example") == ("relay", "[mail.internal]:2525")
+    assert own.route("a@outside.example") == ("error", "5.7.1 outbound mail is disabled")
+    assert routing_from_config(make_config(qdir)).route("a@inside.example") == ("smtp", "inside.example")
 
 
 def test_routing_skips_tables(qdir: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -78,16 +101,16 @@ def test_transport_limits(qdir: Path) -> None:
 
 def test_plan_groups_per_transport_within_the_recipient_limit(qdir: Path) -> None:
     cfg = make_config(qdir, local_destination_recipient_limit="2")
-    msg = load(qdir, "a@example.test", "b@example.test", "c@example.test", "d@localhost", "e@remote.example")
+    msg = load(qdir, "a@example.test", "b@example.test", "c@example.test", "d@localhost", "e@remote.example",
+               "f@Remote.Example")
     jobs = jobs_plan(qdir, msg, routing_from_config(cfg), TransportLimits(cfg), DeadTransports(60))
     assert [(j.transport, j.nexthop, j.key, [r.address for r in j.recipients]) for j in jobs] == [
         ("local", "example.test", "local:example.test", ["a@example.test", "b@example.test"]),
         ("local", "example.test", "local:example.test", ["c@example.test"]),
         ("local", "localhost", "local:localhost", ["d@localhost"]),
+        ("smtp", "remote.example", "smtp:remote.example", ["e@remote.example", "f@Remote.Example"]),
     ]
-    assert [r.address for r in msg.envelope.pending()][-1] == "e@remote.example"
-    [record] = bounce_log.log_read(qdir, bounce_log.DEFER, msg.queue_id)
-    assert record.reason == deliver.UNAVAILABLE
+    assert not bounce_log.log_read(qdir, bounce_log.DEFER, msg.queue_id)
 
 
 def test_plan_uses_per_recipient_destinations_with_limit_one(qdir: Path) -> None:
@@ -208,3 +231,69 @@ def test_dispatcher_idle_workers_exit(qdir: Path, monkeypatch: pytest.MonkeyPatc
     while len(done) < 5 and time.monotonic() < deadline:
         time.sleep(0.02)
     assert len(done) == 5
+
+
+def test_hop_failure_marks_the_destination_dead(qdir: Path, agent: FakeAgent,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reply with hop_status kills that destination for minimal_backoff_time; others still go."""
+    replies: list[dict[str, object]] = []
+    monkeypatch.setattr(deliver.clients, "deliver_request", lambda qd, transport, request, timeout: replies.pop(0))
+    cfg = make_config(qdir)
+    routing, limits, dead = routing_from_config(cfg), TransportLimits(cfg), DeadTransports(60, 0.3)
+    msg = load(qdir, "a@down.example", "b@down.example")
+    [job] = jobs_plan(qdir, msg, routing, limits, dead)
+    reason = "connect to mx.down.example[127.0.0.9]:25: Connection refused"
+    replies.append({"status": 0, "hop_status": {"dsn": "4.4.1", "reason": reason}, "recipients": [
+        {"address": r.address, "offset": r.offset, "status": 4, "dsn": "4.4.1", "reason": reason}
+        for r in job.recipients]})
+    assert job_deliver(qdir, job, dead, 5) is False
+    assert dead.status("smtp:down.example") == ("4.4.1", f"delivery temporarily suspended: {reason}")
+    # New mail for the dead destination is deferred without a request; another destination is planned.
+    other = load(qdir, "c@down.example", "d@up.example")
+    jobs = jobs_plan(qdir, other, routing, limits, dead)
+    assert [(j.key, [r.address for r in j.recipients]) for j in jobs] == [("smtp:up.example", ["d@up.example"])]
+    [record] = bounce_log.log_read(qdir, bounce_log.DEFER, other.queue_id)
+    assert (record.recipient, record.dsn) == ("c@down.example", "4.4.1")
+    assert record.reason.startswith("delivery temporarily suspended: connect to mx.down.example")
+    # A request already waiting for the destination is deferred when its turn comes, without a request.
+    assert job_deliver(qdir, DeliveryJob(other, "smtp", "down.example", "smtp:down.example", 20,
+                                         other.envelope.pending()[:0]), dead, 5) is False
+    time.sleep(0.35)  # minimal_backoff_time passed: the destination is tried again
+    assert dead.status("smtp:down.example") is None
+    replies.append({"status": 0, "recipients": [{"address": "c@down.example", "offset": job.recipients[0].offset,
+                                                 "status": 0, "dsn": "2.0.0", "reason": "250 ok"}]})
+    again = load(qdir, "c@down.example")
+    [job2] = jobs_plan(qdir, again, routing, limits, dead)
+    replies[-1]["recipients"][0]["offset"] = job2.recipients[0].offset  # type: ignore[index]
+    assert job_deliver(qdir, job2, dead, 5) is True
+    assert again.envelope.pending() == []
+
+
+@pytest.mark.parametrize("healthy", [True, False])
+def test_dispatcher_slow_start(qdir: Path, monkeypatch: pytest.MonkeyPatch, healthy: bool) -> None:
+    """A destination starts at initial_destination_concurrency and widens by one after as many healthy
+    deliveries as its window, up to its limit; deliveries that find it dead do not widen it."""
+    lock = threading.Lock()
+    running = [0]
+    seen: list[int] = []
+
+    def fake_deliver(queue_dir: Path, job: DeliveryJob, dead: DeadTransports, timeout: float) -> bool:
+        with lock:
+            running[0] += 1
+            seen.append(running[0])
+        time.sleep(0.03)
+        with lock:
+            running[0] -= 1
+        return healthy
+
+    monkeypatch.setattr(deliver, "job_deliver", fake_deliver)
+    dispatcher = Dispatcher(qdir, 50, DeadTransports(60), lambda job: None)
+    msg = load(qdir, "a@example.test")
+    dispatcher.submit([DeliveryJob(msg, "smtp", "x", "smtp:x", 4, [], initial=1) for _ in range(16)])
+    assert dispatcher.join(10)
+    if healthy:
+        # window 1 (1 job), 2 (2 jobs), 3 (3 jobs), then 4 for the rest
+        assert seen[0] == 1 and max(seen[:3]) <= 2 and max(seen) == 4
+    else:
+        assert max(seen) == 1
+    assert dispatcher._window == {}  # forgotten once the destination has nothing left

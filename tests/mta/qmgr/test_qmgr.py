@@ -20,8 +20,10 @@ from mta.skeleton import DaemonContext
 from tests.mta.qmgr.conftest import (
     CONTENT,
     SENT,
+    BounceService,
     FakeAgent,
     FakeCleanup,
+    bounce_start,
     enqueue,
     files,
     make_config,
@@ -156,7 +158,7 @@ def test_deferred_is_retried_by_the_timer_when_due(qdir: Path, running: list[Qmg
 
 
 def test_lifetime_expiry_bounces_with_rfc3464_dsn(qdir: Path, running: list[Qmgr], agent: FakeAgent,
-                                                  cleanup: FakeCleanup,
+                                                  cleanup: FakeCleanup, bounce: BounceService,
                                                   caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="mta")
     agent.script = lambda a: TEMPFAIL
@@ -191,7 +193,7 @@ def test_lifetime_expiry_bounces_with_rfc3464_dsn(qdir: Path, running: list[Qmgr
 
 
 def test_zero_lifetime_tries_once(qdir: Path, running: list[Qmgr], agent: FakeAgent,
-                                  cleanup: FakeCleanup) -> None:
+                                  cleanup: FakeCleanup, bounce: BounceService) -> None:
     agent.script = lambda a: TEMPFAIL
     enqueue(qdir, ["bob@example.test"])
     idle(start(running, qdir, maximal_queue_lifetime="0"))
@@ -199,8 +201,8 @@ def test_zero_lifetime_tries_once(qdir: Path, running: list[Qmgr], agent: FakeAg
     assert files(qdir, queue.DEFERRED) == []
 
 
-def test_permanent_failure_bounces(qdir: Path, running: list[Qmgr], agent: FakeAgent,
-                                   cleanup: FakeCleanup, caplog: pytest.LogCaptureFixture) -> None:
+def test_permanent_failure_bounces(qdir: Path, running: list[Qmgr], agent: FakeAgent, cleanup: FakeCleanup,
+                                   bounce: BounceService, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="mta")
     agent.script = lambda a: PERMFAIL if a.startswith("nobody") else SENT
     qid = enqueue(qdir, ["nobody@example.test", "bob@example.test"])
@@ -214,8 +216,8 @@ def test_permanent_failure_bounces(qdir: Path, running: list[Qmgr], agent: FakeA
 
 
 @pytest.mark.parametrize("sender", ["", "double-bounce@mx.example.test"])
-def test_bounce_is_not_bounced_again(qdir: Path, running: list[Qmgr], agent: FakeAgent,
-                                     cleanup: FakeCleanup, caplog: pytest.LogCaptureFixture,
+def test_bounce_is_not_bounced_again(qdir: Path, running: list[Qmgr], agent: FakeAgent, cleanup: FakeCleanup,
+                                     bounce: BounceService, caplog: pytest.LogCaptureFixture,
                                      sender: str) -> None:
     caplog.set_level(logging.INFO, logger="mta")
     agent.script = lambda a: PERMFAIL
@@ -227,7 +229,8 @@ def test_bounce_is_not_bounced_again(qdir: Path, running: list[Qmgr], agent: Fak
 
 
 def test_notification_failure_keeps_the_message_until_cleanup_takes_it(
-        qdir: Path, running: list[Qmgr], agent: FakeAgent, cleanup: FakeCleanup) -> None:
+        qdir: Path, running: list[Qmgr], agent: FakeAgent, cleanup: FakeCleanup,
+        bounce: BounceService) -> None:
     agent.script = lambda a: PERMFAIL
     cleanup.refuse = True
     qid = enqueue(qdir, ["nobody@example.test"])
@@ -284,17 +287,17 @@ def test_crash_recovery_of_active_files(qdir: Path, running: list[Qmgr], agent: 
     assert qid not in files(qdir, queue.DEFERRED)
 
 
-def test_non_local_recipient_is_deferred(qdir: Path, running: list[Qmgr], agent: FakeAgent,
-                                         caplog: pytest.LogCaptureFixture) -> None:
+def test_non_local_recipient_goes_to_default_transport(qdir: Path, running: list[Qmgr], agent: FakeAgent,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """A remote recipient is handed to default_transport (smtp); with no smtp service it is deferred."""
     caplog.set_level(logging.INFO, logger="mta")
     qid = enqueue(qdir, ["carol@remote.example", "bob@EXAMPLE.test", "root"])
     idle(start(running, qdir))
     assert sorted(agent.delivered) == ["bob@EXAMPLE.test", "root"]
     assert files(qdir, queue.DEFERRED) == [qid]
     assert (f"{qid}: to=<carol@remote.example>, relay=none, delay=" in caplog.text)
-    assert "dsn=4.3.0, status=deferred (mail transport unavailable)" in caplog.text
     [record] = bounce_log.log_read(qdir, bounce_log.DEFER, qid)
-    assert record.reason == "mail transport unavailable"
+    assert record.reason == "delivery temporarily suspended: connect to smtp: No such file or directory"
 
 
 def test_unreachable_transport_defers(qdir: Path, running: list[Qmgr],
@@ -316,7 +319,7 @@ def test_hold_is_never_touched(qdir: Path, running: list[Qmgr], agent: FakeAgent
 
 
 def test_forced_expire_bounces_at_once(qdir: Path, running: list[Qmgr], agent: FakeAgent,
-                                       cleanup: FakeCleanup) -> None:
+                                       cleanup: FakeCleanup, bounce: BounceService) -> None:
     qid = enqueue(qdir, ["bob@example.test"], where=queue.DEFERRED)
     path = queue.queue_path(qdir, queue.DEFERRED, qid)
     os.chmod(path, queue.MODE_READY | queue.MODE_FORCED_EXPIRE)
@@ -351,3 +354,121 @@ def test_daemon_entry_points(qdir: Path, agent: FakeAgent) -> None:
     finally:
         qmgr_daemon.pre_exit(ctx)
     assert manager.stop(1)
+
+
+def test_bounce_service_down_keeps_the_bounce_log_and_defers(
+        qdir: Path, running: list[Qmgr], agent: FakeAgent, cleanup: FakeCleanup,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="mta")
+    agent.script = lambda a: PERMFAIL
+    qid = enqueue(qdir, ["nobody@example.test"])
+    manager = start(running, qdir)
+    idle(manager)
+    assert files(qdir, queue.DEFERRED) == [qid] and cleanup.submitted == []
+    assert bounce_log.log_exists(qdir, bounce_log.BOUNCE, qid)
+    assert (f"{qid}: sender non-delivery notification failed: bounce service: "
+            "[Errno 2] No such file or directory") in caplog.text
+    service = bounce_start(qdir)
+    try:
+        manager.trigger(b"A")
+        idle(manager)
+    finally:
+        service.stop()
+    assert len(agent.requests) == 1  # the recipient was done; only the notification was pending
+    assert len(cleanup.submitted) == 1 and files(qdir, queue.DEFERRED) == []
+    assert f"{qid}: sender non-delivery notification: B0B000000001" in caplog.text
+
+
+def delay_warnings(cleanup: FakeCleanup) -> list[email.message.Message]:
+    """The delay warnings cleanup received, checked to be notifications from the null sender."""
+    found = []
+    for index in range(len(cleanup.submitted)):
+        report = dsn_of(cleanup, index)
+        if report["Subject"] == "Delayed Mail (still being retried)":
+            found.append(report)
+    return found
+
+
+def warn_time_of(qdir: Path, qid: str) -> float:
+    return record_read(queue.queue_path(qdir, queue.DEFERRED, qid))[0].warn_time
+
+
+def test_delay_warning_is_sent_once_across_passes_and_restarts(
+        qdir: Path, running: list[Qmgr], agent: FakeAgent, cleanup: FakeCleanup, bounce: BounceService,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="mta")
+    agent.script = lambda a: TEMPFAIL
+    arrival = time.time() - 30
+    qid = enqueue(qdir, [("bob@example.test", "rob@example.test"), "carol@example.test"],
+                  arrival=arrival, warn_time=arrival + 20)
+    agent.script = lambda a: SENT if a.startswith("carol") else TEMPFAIL
+    manager = start(running, qdir)
+    idle(manager)
+    [warning] = delay_warnings(cleanup)
+    assert f"{qid}: sender delay notification: B0B000000001" in caplog.text
+    assert warning["To"] == "alice@example.test"
+    human, _, headers = subparts(warning)
+    assert "# THIS IS A WARNING ONLY.  YOU DO NOT NEED TO RESEND YOUR MESSAGE. #" in text_of(human)
+    assert "<bob@example.test> (expanded from <rob@example.test>): mailbox temporarily unavailable" \
+        in text_of(human)
+    assert "carol" not in text_of(human)  # delivered: not delayed
+    [per_rcpt] = status_blocks(warning)[1:]
+    assert (per_rcpt["Final-Recipient"], per_rcpt["Action"], per_rcpt["Status"]) == (
+        "rfc822; bob@example.test", "delayed", "4.2.0")
+    assert per_rcpt["Will-Retry-Until"]
+    assert "Subject: hello there" in text_of(headers)
+    assert warn_time_of(qdir, qid) == 0  # recorded in the queue file: sent
+    assert bounce_log.log_exists(qdir, bounce_log.DEFER, qid)  # postqueue -p still shows the reason
+
+    manager.trigger(b"A")  # a second pass, still deferred
+    idle(manager)
+    assert len(agent.requests) == 3 and files(qdir, queue.DEFERRED) == [qid]
+    assert len(delay_warnings(cleanup)) == 1
+    assert manager.stop(10)
+
+    again = start(running, qdir)  # and after a restart
+    again.trigger(b"A")
+    idle(again)
+    assert len(agent.requests) == 4 and files(qdir, queue.DEFERRED) == [qid]
+    assert len(delay_warnings(cleanup)) == 1
+    assert caplog.text.count("sender delay notification") == 1
+
+
+def test_delay_warning_waits_until_it_is_due(qdir: Path, running: list[Qmgr], agent: FakeAgent,
+                                             cleanup: FakeCleanup, bounce: BounceService) -> None:
+    agent.script = lambda a: TEMPFAIL
+    arrival = time.time()
+    qid = enqueue(qdir, ["bob@example.test"], arrival=arrival, warn_time=arrival + 3600)
+    idle(start(running, qdir))
+    assert files(qdir, queue.DEFERRED) == [qid] and cleanup.submitted == []
+    assert warn_time_of(qdir, qid) == int(arrival + 3600)
+
+
+@pytest.mark.parametrize("sender", ["", "double-bounce@mx.example.test"])
+def test_no_delay_warning_for_notifications(qdir: Path, running: list[Qmgr], agent: FakeAgent,
+                                            cleanup: FakeCleanup, bounce: BounceService, sender: str) -> None:
+    agent.script = lambda a: TEMPFAIL
+    arrival = time.time() - 30
+    qid = enqueue(qdir, ["bob@example.test"], sender=sender, arrival=arrival, warn_time=arrival + 1)
+    idle(start(running, qdir))
+    assert files(qdir, queue.DEFERRED) == [qid] and cleanup.submitted == []
+
+
+def test_delay_warning_is_retried_when_the_defer_service_fails(
+        qdir: Path, running: list[Qmgr], agent: FakeAgent, cleanup: FakeCleanup,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="mta")
+    agent.script = lambda a: TEMPFAIL
+    arrival = time.time() - 30
+    qid = enqueue(qdir, ["bob@example.test"], arrival=arrival, warn_time=arrival + 1)
+    manager = start(running, qdir)
+    idle(manager)
+    assert f"{qid}: sender delay notification failed: defer service:" in caplog.text
+    assert warn_time_of(qdir, qid) == int(arrival + 1)  # not sent, so not recorded as sent
+    service = bounce_start(qdir)
+    try:
+        manager.trigger(b"A")
+        idle(manager)
+    finally:
+        service.stop()
+    assert len(delay_warnings(cleanup)) == 1 and warn_time_of(qdir, qid) == 0
