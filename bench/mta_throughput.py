@@ -59,6 +59,7 @@ class Instance:
     """One MTA under test: start, stop, the pid of its master, its Maildir."""
 
     name = ""
+    host = "127.0.0.1"  # the address smtpd listens on
 
     def __init__(self, base: Path, port: int, home: Path) -> None:
         self.base = base
@@ -91,8 +92,17 @@ class PostfixInstance(Instance):
             (self.base / sub).mkdir(parents=True, exist_ok=True)
         shutil.chown(self.base / "data", "postfix")
         os.chmod(self.base / "data", 0o700)
+        (self.etc / "main.cf").write_text(self.main_cf())
+        (self.etc / "master.cf").write_text(self.master_cf())
+
+    def main_cf_paths(self, interfaces: str = "") -> str:
+        """The main.cf lines every benchmark needs: this instance's directories, log and address.
+
+        Postfix accepts in inet_interfaces only addresses of the machine's interfaces; an other
+        127.0.0.x needs interfaces (e.g. loopback-only) and host:port in master.cf.
+        """
         r = self.root
-        (self.etc / "main.cf").write_text(f"""\
+        return f"""\
 compatibility_level = 3.6
 queue_directory = {self.base}/spool
 data_directory = {self.base}/data
@@ -103,8 +113,13 @@ meta_directory = {r}/etc/postfix
 import_environment = MAIL_CONFIG TZ LANG=C LD_LIBRARY_PATH={r}/usr/lib/postfix
 maillog_file = {self.base}/maillog
 maillog_file_prefixes = {self.base}
-inet_interfaces = 127.0.0.1
+inet_interfaces = {interfaces or self.host}
 inet_protocols = ipv4
+"""
+
+    def main_cf(self) -> str:
+        """main.cf: deliver to the local user's Maildir, nothing goes out."""
+        return self.main_cf_paths() + f"""\
 myhostname = {DOMAIN}
 mydestination = localhost, $myhostname
 home_mailbox = Maildir/
@@ -115,18 +130,21 @@ alias_maps =
 alias_database =
 local_recipient_maps = unix:passwd.byname
 biff = no
-""")
+"""
+
+    def master_cf(self) -> str:
+        """Debian's master.cf, smtpd on host:port, nothing chrooted."""
         lines = []
-        for line in (r / "usr/share/postfix/master.cf.dist").read_text().splitlines():
+        for line in (self.root / "usr/share/postfix/master.cf.dist").read_text().splitlines():
             fields = line.split()
             if len(fields) >= 8 and not line[0].isspace() and not line.startswith("#"):
                 if fields[0] == "smtp" and fields[1] == "inet":
-                    fields[0] = f"127.0.0.1:{self.port}"
+                    fields[0] = f"{self.host}:{self.port}"
                 if fields[4] == "y":
                     fields[4] = "n"  # no chroot jail in the benchmark
                 line = " ".join(fields)
             lines.append(line)
-        (self.etc / "master.cf").write_text("\n".join(lines) + "\n")
+        return "\n".join(lines) + "\n"
 
     def _postfix(self, *args: str) -> None:
         done = subprocess.run([str(self.root / "usr/sbin/postfix"), "-c", str(self.etc), *args],
@@ -180,22 +198,7 @@ class MtaInstance(Instance):
 
     def setup(self) -> None:
         self.etc.mkdir(parents=True, exist_ok=True)
-        (self.etc / "main.cf").write_text(f"""\
-compatibility_level = 3.6
-queue_directory = {self.base}/spool
-data_directory = {self.base}/data
-maillog_file = {self.base}/maillog
-maillog_file_prefixes = {self.base}
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-myhostname = {DOMAIN}
-mydestination = localhost, $myhostname
-home_mailbox = Maildir/
-mynetworks = 127.0.0.0/8
-alias_maps =
-alias_database =
-local_recipient_maps = unix:passwd.byname
-""")
+        (self.etc / "main.cf").write_text(self.main_cf())
         if self.hardened:
             with open(self.etc / "main.cf", "a") as main_cf:
                 main_cf.write(HARDENED_MAIN_CF.format(etc=self.etc))
@@ -206,13 +209,41 @@ local_recipient_maps = unix:passwd.byname
         if self.profile_dir:
             with open(self.etc / "main.cf", "a") as main_cf:
                 main_cf.write(f"import_environment = MAIL_CONFIG TZ LANG=C MTA_PROFILE_DIR={self.profile_dir}\n")
-        (self.etc / "master.cf").write_text(f"""\
-127.0.0.1:{self.port} inet n - n - - smtpd
+        (self.etc / "master.cf").write_text(self.master_cf())
+
+    def main_cf_paths(self) -> str:
+        """The main.cf lines every benchmark needs: this instance's directories, log and address."""
+        return f"""\
+compatibility_level = 3.6
+queue_directory = {self.base}/spool
+data_directory = {self.base}/data
+maillog_file = {self.base}/maillog
+maillog_file_prefixes = {self.base}
+inet_interfaces = {self.host}
+inet_protocols = ipv4
+"""
+
+    def main_cf(self) -> str:
+        """main.cf: deliver to the local user's Maildir."""
+        return self.main_cf_paths() + f"""\
+myhostname = {DOMAIN}
+mydestination = localhost, $myhostname
+home_mailbox = Maildir/
+mynetworks = 127.0.0.0/8
+alias_maps =
+alias_database =
+local_recipient_maps = unix:passwd.byname
+"""
+
+    def master_cf(self) -> str:
+        """smtpd on host:port and the daemons local delivery needs (anvil when hardened)."""
+        return f"""\
+{self.host}:{self.port} inet n - n - - smtpd
 pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
 qmgr      unix  n       -       n       300     1       qmgr
 local     unix  -       n       n       -       -       local
-""" + ("anvil     unix  -       -       n       -       1       anvil\n" if self.hardened else ""))
+""" + ("anvil     unix  -       -       n       -       1       anvil\n" if self.hardened else "")
 
     def start(self) -> None:
         subprocess.run([self.mta, "-c", str(self.etc), "start"], check=True, capture_output=True, timeout=60)
@@ -269,6 +300,30 @@ def cpu_by_daemon(seen: dict[int, tuple[str, float, float]], messages: int) -> d
     return out
 
 
+class TreeSampler:
+    """Samples an MTA's process tree every 200 ms in a thread: peak PSS sum (bytes) and CPU times."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak = 0
+        self.seen: dict[int, tuple[str, float, float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, tree_pss(self.pid))
+            tree_cpu(self.pid, self.seen)
+            time.sleep(0.2)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def count_delivered(maildir: Path) -> int:
     try:
         return len(os.listdir(maildir / "new"))
@@ -282,19 +337,7 @@ def run_round(inst: Instance, smtp_source: Path, env: dict[str, str], messages: 
     shutil.rmtree(maildir, ignore_errors=True)
     inst.start()
     try:
-        pid = inst.master_pid()
-        peak = 0
-        seen: dict[int, tuple[str, float, float]] = {}
-        stop = threading.Event()
-
-        def sample() -> None:
-            nonlocal peak
-            while not stop.is_set():
-                peak = max(peak, tree_pss(pid))
-                tree_cpu(pid, seen)
-                time.sleep(0.2)
-
-        sampler = threading.Thread(target=sample, daemon=True)
+        sampler = TreeSampler(inst.master_pid())
         sampler.start()
         t0 = time.monotonic()
         subprocess.run(
@@ -307,13 +350,12 @@ def run_round(inst: Instance, smtp_source: Path, env: dict[str, str], messages: 
         while count_delivered(maildir) < messages and time.monotonic() < deadline:
             time.sleep(0.02)
         delivered_at = time.monotonic() - t0
-        stop.set()
-        sampler.join()
+        sampler.stop()
         got = count_delivered(maildir)
         if got < messages:
             raise RuntimeError(f"{inst.name}: only {got} of {messages} messages delivered in {timeout} s")
-        return Result(messages / accepted, messages / delivered_at, peak / 2**20,
-                      cpu_by_daemon(seen, messages))
+        return Result(messages / accepted, messages / delivered_at, sampler.peak / 2**20,
+                      cpu_by_daemon(sampler.seen, messages))
     finally:
         inst.stop()
 

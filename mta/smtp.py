@@ -119,8 +119,12 @@ def settings_load(cfg: MainConfig, queue_dir: Path) -> Settings:
 
 
 def tls_context() -> ssl.SSLContext:
-    """The client context for opportunistic TLS: encryption without authentication, TLS 1.2 or newer."""
-    context = ssl.create_default_context()
+    """The client context for opportunistic TLS: encryption without authentication, TLS 1.2 or newer.
+
+    No CA certificates are loaded (nothing is verified), which also spares each
+    process reading the system's CA store at start.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     context.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -162,44 +166,62 @@ class Session:
 
 
 class SessionCache:
-    """Sessions kept open per next hop between requests (see CONNECTION REUSE)."""
+    """Sessions kept open per next hop between requests (see CONNECTION REUSE).
+
+    One reaper thread (started with the first kept session) closes those idle
+    past idle_time; a thread per kept session would cost a clone per message.
+    """
 
     def __init__(self, idle_time: float, quit_timeout: float) -> None:
         self.idle_time = idle_time
         self.quit_timeout = quit_timeout
-        self._sessions: dict[str, Session] = {}
-        self._lock = threading.Lock()
+        self._sessions: dict[str, tuple[Session, float]] = {}
+        self._cond = threading.Condition()
+        self._reaper: threading.Thread | None = None
 
     def take(self, nexthop: str) -> Session | None:
         """The kept session for nexthop, removed from the cache; None when there is none."""
-        with self._lock:
-            return self._sessions.pop(nexthop, None)
+        with self._cond:
+            entry = self._sessions.pop(nexthop, None)
+        if entry is None:
+            return None
+        if entry[1] <= time.monotonic():  # idle too long: the reaper has not got to it yet
+            entry[0].close(self.quit_timeout)
+            return None
+        return entry[0]
 
     def put(self, nexthop: str, session: Session) -> None:
         """Keep session for idle_time seconds (closing one already kept for nexthop)."""
         if self.idle_time <= 0:
             session.close(self.quit_timeout)
             return
-        with self._lock:
+        with self._cond:
             old = self._sessions.pop(nexthop, None)
-            self._sessions[nexthop] = session
+            self._sessions[nexthop] = (session, time.monotonic() + self.idle_time)
+            if self._reaper is None:
+                self._reaper = threading.Thread(target=self._reap, name="smtp-cache", daemon=True)
+                self._reaper.start()
+            self._cond.notify()
         if old is not None:
-            old.close(self.quit_timeout)
-        timer = threading.Timer(self.idle_time, self._expire, (nexthop, session))
-        timer.daemon = True
-        timer.start()
+            old[0].close(self.quit_timeout)
 
-    def _expire(self, nexthop: str, session: Session) -> None:
-        with self._lock:
-            if self._sessions.get(nexthop) is not session:
-                return  # taken again (or replaced) since
-            del self._sessions[nexthop]
-        session.close(self.quit_timeout)
+    def _reap(self) -> None:
+        while True:
+            with self._cond:
+                now = time.monotonic()
+                expired = [hop for hop, (_, until) in self._sessions.items() if until <= now]
+                sessions = [self._sessions.pop(hop)[0] for hop in expired]
+                if not sessions:
+                    soonest = min((until for _, until in self._sessions.values()), default=now + 60.0)
+                    self._cond.wait(max(soonest - now, 0.01))
+                    continue
+            for session in sessions:
+                session.close(self.quit_timeout)
 
     def close_all(self) -> None:
         """QUIT and close every kept session."""
-        with self._lock:
-            sessions, self._sessions = list(self._sessions.values()), {}
+        with self._cond:
+            sessions, self._sessions = [entry[0] for entry in self._sessions.values()], {}
         for session in sessions:
             session.close(self.quit_timeout)
 
@@ -364,7 +386,7 @@ def _transaction(settings: Settings, session: Session, sender: str, recipients: 
     options = []
     if client.has_extn("size"):
         options.append(f"SIZE={len(data)}")
-    if client.has_extn("8bitmime") and any(b > 127 for b in data):
+    if client.has_extn("8bitmime") and not data.isascii():
         options.append("BODY=8BITMIME")
     mail = f"MAIL FROM:<{sender}>" + "".join(f" {o}" for o in options)
     rcpts = [f"RCPT TO:<{r.get('address', '')}>" for r in recipients]
