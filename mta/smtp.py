@@ -4,7 +4,8 @@ NEXT HOP. ``[host]:port`` or ``[host]`` is used as written (no MX lookup);
 ``host:port`` or ``host`` (usually the recipient domain) is looked up as
 MX records, tried in preference order (RFC 5321 section 5.1; hosts of
 equal preference in random order, as it asks), falling back to the name's own address
-when it has no MX. Names are resolved with mta.dns_lookup (set up before
+when it has no MX (its A record, else its AAAA record; ``[ipv6:::1]`` is an
+IPv6 address as written). Names are resolved with mta.dns_lookup (set up before
 chroot); addresses are used as they are. The port defaults to 25. A name
 that does not exist bounces (5.4.4); a lookup that fails defers (4.4.3).
 
@@ -267,7 +268,8 @@ def hosts_for(nexthop: str, dns: DnsClient) -> list[tuple[str, int]]:
     """The (host, port) list to try for a next hop (see NEXT HOP); HopError when the MX lookup fails."""
     bracket = _BRACKET.fullmatch(nexthop.strip())
     if bracket:
-        return [(bracket.group(1), int(bracket.group(2) or 25))]
+        host = bracket.group(1)
+        return [(host[5:] if host.lower().startswith("ipv6:") else host, int(bracket.group(2) or 25))]
     name, _, port_text = nexthop.strip().partition(":")
     port = int(port_text) if port_text.isdigit() else 25
     if _literal(name):
@@ -293,13 +295,17 @@ def _literal(host: str) -> bool:
 
 
 def _address(host: str, dns: DnsClient) -> str:
-    """host's IPv4 address (host itself when it is one); HopError when it has none."""
+    """host's address (host itself when it is one): its A record, else its AAAA record (RFC 5321
+    section 5.1); HopError when it has neither."""
     if _literal(host):
         return host
-    answer = dns.lookup(host, "A")
-    if answer.status == "found" and answer.values:
-        return answer.values[0]
-    raise _not_found(host, "A", answer.status)
+    statuses = []
+    for rdtype in ("A", "AAAA"):
+        answer = dns.lookup(host, rdtype)
+        if answer.status == "found" and answer.values:
+            return answer.values[0]
+        statuses.append(answer.status)
+    raise _not_found(host, "A", "tempfail" if "tempfail" in statuses else "none")
 
 
 def _timeout(client: smtplib.SMTP, seconds: float) -> None:

@@ -205,6 +205,29 @@ class Service:
             self.throttled_until = now + self.throttle_time
             log.msg_warn(f"{self.tag}: service throttled: {self.name} failed {THROTTLE_FAILURES} times "
                          f"within {THROTTLE_WINDOW:.0f}s; no new process for {self.throttle_time}s")
+            if not self.children:
+                self._turn_away()
+
+    def _turn_away(self) -> None:
+        """Close the connections waiting on a throttled internal service that has no process left.
+
+        A client of a private service (qmgr asking a delivery agent) would
+        otherwise wait for its whole ipc_timeout; closed, it sees end of file
+        at once and defers its mail. Internet clients are left to their timeouts.
+        """
+        if self.listener.key[0] != "unix":
+            return
+        turned = 0
+        for sock in self.listener.socks:
+            while turned < 1000:
+                try:
+                    conn, _ = sock.accept()
+                except (BlockingIOError, InterruptedError, OSError):
+                    break
+                conn.close()
+                turned += 1
+        if turned:
+            log.msg_warn(f"{self.tag}: {self.name}: closed {turned} waiting connection(s): service throttled")
 
     def retire(self) -> list[int]:
         """Tell the current children to exit once idle; return their pids (they no longer count)."""

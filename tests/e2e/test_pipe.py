@@ -141,3 +141,6 @@ def test_bad_pipe_attributes_are_fatal_and_logged_by_the_master(make_mta) -> Non
     assert "warning: process mta/pipe pid " in log
     listing = mta.run("postqueue", "-p").stdout.decode()
     assert "someone@bad.example" in listing
+    # qmgr's request is turned away (not left waiting for ipc_timeout): the mail is deferred now.
+    wait_for(lambda: "to=<someone@bad.example>" in mta.log() and "status=deferred" in mta.log(),
+             what="the deferral")

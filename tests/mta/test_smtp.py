@@ -32,6 +32,7 @@ def dns(tmp_path: Path) -> Iterator[DnsClient]:
         ("fallback.test", "MX"): ["10 mx1.fallback.test.", "20 mx2.fallback.test."],
         ("mx1.fallback.test", "A"): ["127.0.0.61"],
         ("mx2.fallback.test", "A"): ["127.0.0.62"],
+        ("six.example", "AAAA"): ["::1"],
     }, fail={"broken.test"})
     try:
         yield DnsClient(str(server.resolv_conf(tmp_path)), timeout=2)
@@ -182,3 +183,14 @@ def test_phase_timeout(dns: DnsClient, qdir: Path, sink: ScriptedSmtp) -> None: 
     assert reply["recipients"][0]["reason"] == ("conversation with 127.0.0.1[127.0.0.1] timed out while sending "
                                                 "end of data -- message may be sent more than once")
     assert proto.TEMPFAIL == 4
+
+
+def test_ipv6_address_when_there_is_no_a_record(dns: DnsClient, qdir: Path) -> None:  # noqa: F811
+    """A name with only an AAAA record is reached over IPv6; [ipv6:...] is an IPv6 literal."""
+    assert hosts_for("[ipv6:::1]:2525", dns) == [("::1", 2525)]
+    port = free_port("::1")
+    with ScriptedSmtp("::1", port) as server:
+        reply = smtp_deliver(settings(qdir), dns, request(qdir, f"six.example:{port}", "a@six.example"))
+        assert outcomes(reply) == [(0, "2.0.0")]
+        assert reply["relay"] == f"six.example[::1]:{port}"
+        assert len(server.script.messages) == 1
