@@ -423,6 +423,22 @@ class MainConfig:
         return [d for d in self.parsed.definitions.values() if d.name not in known]
 
 
+def environment_select(entries: Iterable[str]) -> dict[str, str]:
+    """The environment an import_environment or export_environment list asks for.
+
+    ``NAME`` keeps the variable's current value (when it is set), ``NAME=VALUE``
+    sets it (Postfix's clean_env).
+    """
+    selected: dict[str, str] = {}
+    for entry in entries:
+        name, eq, value = entry.partition("=")
+        if eq:
+            selected[name] = value
+        elif name in os.environ:
+            selected[name] = os.environ[name]
+    return selected
+
+
 def load_config(
     config_dir: str | Path,
     hostname: str | None = None,

@@ -34,6 +34,7 @@ import subprocess
 import time
 from typing import Sequence
 
+from mta.config import environment_select
 from mta.eugid import root_ids
 
 OUTPUT_LIMIT = 4096
@@ -67,14 +68,7 @@ def export_env(export_environment: Sequence[str]) -> dict[str, str]:
     Postfix passes only export_environment; PATH=/usr/bin:/bin is added so
     that a command's own scripts find the usual tools.
     """
-    env = {"PATH": DEFAULT_PATH}
-    for entry in export_environment:
-        name, eq, setting = entry.partition("=")
-        if eq:
-            env[name] = setting
-        elif name in os.environ:
-            env[name] = os.environ[name]
-    return env
+    return {"PATH": DEFAULT_PATH, **environment_select(export_environment)}
 
 
 def _printable(data: bytes) -> str:

@@ -57,6 +57,7 @@ from mta import log, proto
 from mta.agent import reply_all, request_serve
 from mta.config import MainConfig
 from mta.dns_lookup import DnsClient
+from mta.maps.cidr import address_parse
 from mta.queue import MESSAGE_QUEUES, queue_id_valid, queue_path
 from mta.record import RecordError, record_read
 
@@ -272,7 +273,7 @@ def hosts_for(nexthop: str, dns: DnsClient) -> list[tuple[str, int]]:
         return [(host[5:] if host.lower().startswith("ipv6:") else host, int(bracket.group(2) or 25))]
     name, _, port_text = nexthop.strip().partition(":")
     port = int(port_text) if port_text.isdigit() else 25
-    if _literal(name):
+    if address_parse(name) is not None:
         return [(name, port)]
     answer = dns.lookup(name, "MX")
     if answer.status == "found":
@@ -286,18 +287,10 @@ def hosts_for(nexthop: str, dns: DnsClient) -> list[tuple[str, int]]:
     return [(name, port)]
 
 
-def _literal(host: str) -> bool:
-    try:
-        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
-        return True
-    except OSError:
-        return False
-
-
 def _address(host: str, dns: DnsClient) -> str:
     """host's address (host itself when it is one): its A record, else its AAAA record (RFC 5321
     section 5.1); HopError when it has neither."""
-    if _literal(host):
+    if address_parse(host) is not None:
         return host
     statuses = []
     for rdtype in ("A", "AAAA"):

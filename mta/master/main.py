@@ -26,7 +26,7 @@ import traceback
 from pathlib import Path
 
 from mta import __version__, log
-from mta.config import MainConfig
+from mta.config import MainConfig, environment_select
 from mta.errors import MtaError
 from mta.master.check import MasterConfig, config_load, queue_access_warnings, rows_runnable
 from mta.master.listen import listener_key, listener_open
@@ -42,13 +42,7 @@ TICK = 1.0  # the longest the loop waits
 
 def environment_clean(cfg_import: list[str], config_dir: Path) -> None:
     """Keep only import_environment's variables (NAME keeps, NAME=VALUE sets) and MAIL_CONFIG."""
-    keep: dict[str, str] = {}
-    for item in cfg_import:
-        name, eq, value = item.partition("=")
-        if eq:
-            keep[name] = value
-        elif name in os.environ:
-            keep[name] = os.environ[name]
+    keep = environment_select(cfg_import)
     keep["MAIL_CONFIG"] = str(config_dir)
     os.environ.clear()
     os.environ.update(keep)

@@ -233,11 +233,6 @@ class DeadTransports:
                 return entry[1], entry[2]
             return None
 
-    def reason(self, *keys: str) -> str | None:
-        """The deferral reason while any of keys is dead, else None."""
-        found = self.status(*keys)
-        return None if found is None else found[1]
-
     def forget(self) -> None:
         """Forget every dead transport and destination (trigger ``F``)."""
         with self._lock:

@@ -129,22 +129,22 @@ def test_dead_transport_defers_without_trying(qdir: Path) -> None:
     [record] = bounce_log.log_read(qdir, bounce_log.DEFER, msg.queue_id)
     assert "Connection refused" in record.reason
     dead.forget()
-    assert dead.reason("local") is None
+    assert dead.status("local") is None
 
 
 def test_dead_transport_expires() -> None:
     dead = DeadTransports(0.05)
     dead.throttle("local", "x")
-    assert dead.reason("local") == "x"
+    assert dead.status("local") == ("4.3.0", "x")
     time.sleep(0.06)
-    assert dead.reason("local") is None
+    assert dead.status("local") is None
 
 
 def test_unreachable_agent_throttles_transport(qdir: Path) -> None:
     msg = load(qdir, "a@example.test")
     dead = DeadTransports(60)
     job_deliver(qdir, DeliveryJob(msg, "local", "example.test", "k", 2, msg.envelope.pending()), dead, 5)
-    assert dead.reason("local") == "delivery temporarily suspended: connect to local: No such file or directory"
+    assert dead.status("local") == ("4.3.0", "delivery temporarily suspended: connect to local: No such file or directory")
     assert msg.envelope.pending()
 
 
