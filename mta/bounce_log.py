@@ -145,13 +145,13 @@ def log_latest(queue_dir: Path, log_queue: str, queue_id: str) -> dict[str, Stat
 
 def log_exists(queue_dir: Path, log_queue: str, queue_id: str) -> bool:
     """True when queue_id has a log in log_queue."""
-    return log_path(queue_dir, log_queue, queue_id).exists()
+    return os.path.exists(queue.queue_file(queue_dir, log_queue, queue_id))
 
 
 def log_remove(queue_dir: Path, log_queue: str, queue_id: str) -> bool:
     """Delete queue_id's log; False when there was none."""
     try:
-        log_path(queue_dir, log_queue, queue_id).unlink()
+        os.unlink(queue.queue_file(queue_dir, log_queue, queue_id))
         return True
     except FileNotFoundError:
         return False

@@ -44,7 +44,7 @@ def cleanup_submit(
     Raises ServiceError (status 4 or 5) when cleanup refuses, OSError or
     proto.ProtocolError when it cannot be reached.
     """
-    channel = proto.unix_connect(str(queue_dir / "public" / "cleanup"), timeout=timeout)
+    channel = proto.unix_connect(f"{queue_dir}/public/cleanup", timeout=timeout)
     try:
         reply = channel.request(
             {"op": "submit", "sender": sender, "recipients": list(recipients), "attrs": attrs or {},
@@ -79,7 +79,7 @@ def bounce_request(queue_dir: Path, service: str, op: str, queue_name: str, queu
     keep the log and try again later), OSError or proto.ProtocolError when it
     cannot be reached.
     """
-    channel = proto.unix_connect(str(queue_dir / "private" / service), timeout=timeout)
+    channel = proto.unix_connect(f"{queue_dir}/private/{service}", timeout=timeout)
     try:
         reply = channel.request({"op": op, "queue_name": queue_name, "queue_id": queue_id})
     finally:
@@ -104,12 +104,12 @@ def bounce_warn(queue_dir: Path, queue_name: str, queue_id: str, timeout: float 
 
 def qmgr_trigger(queue_dir: Path, data: bytes = b"I") -> bool:
     """Wake qmgr (I: incoming, D: scan deferred, A: ignore retry times, F: forget dead destinations)."""
-    return proto.trigger(str(queue_dir / "public" / "qmgr"), data)
+    return proto.trigger(f"{queue_dir}/public/qmgr", data)
 
 
 def pickup_trigger(queue_dir: Path) -> bool:
     """Wake pickup after a file was written to maildrop/."""
-    return proto.trigger(str(queue_dir / "public" / "pickup"), b"W")
+    return proto.trigger(f"{queue_dir}/public/pickup", b"W")
 
 
 def deliver_request(
@@ -124,7 +124,7 @@ def deliver_request(
     recipients with their file offsets, and the next hop; the agent opens the
     queue file itself and replies with one result per recipient.
     """
-    channel = proto.unix_connect(str(queue_dir / "private" / transport), timeout=timeout)
+    channel = proto.unix_connect(f"{queue_dir}/private/{transport}", timeout=timeout)
     try:
         return channel.request(dict(request, op="deliver"))
     finally:
@@ -139,7 +139,7 @@ class AnvilClient:
     """
 
     def __init__(self, queue_dir: Path, timeout: float = 10.0) -> None:
-        self.path = str(queue_dir / "private" / "anvil")
+        self.path = f"{queue_dir}/private/anvil"
         self.timeout = timeout
         self.channel: proto.Channel | None = None
 

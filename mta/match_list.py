@@ -94,6 +94,9 @@ def parent_style_for(name: str, cfg: "MainConfig | None") -> bool:
     return name in cfg.get_list("parent_domain_matches_subdomains")
 
 
+MEMO_SIZE = 1024  # answers a list remembers before it starts over
+
+
 class MatchList:
     """Patterns of one list parameter, matched in order; the first match wins.
 
@@ -109,6 +112,16 @@ class MatchList:
         self.parent = parent_style_for(pname, cfg) if parent is None else parent
         self.error = False
         self.patterns: list[Pattern] = [self._compile(item, cfg) for item in items]
+        # Answers by key. An open table never changes (a daemon is restarted to
+        # see a rebuilt one), so an answer stays right; a failed lookup is not kept.
+        self._memo: dict[tuple[str, str], bool] = {}
+
+    def _remember(self, key: tuple[str, str], answer: bool) -> bool:
+        if not self.error:
+            if len(self._memo) >= MEMO_SIZE:
+                self._memo.clear()
+            self._memo[key] = answer
+        return answer
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.pname}: {len(self.patterns)} patterns>"
@@ -200,7 +213,11 @@ class DomainList(MatchList):
     def match(self, name: str) -> bool:
         """True when the first matching pattern for the host or domain name is not negated."""
         key = name.lower().rstrip(".")
-        return self._first((p, self._match_hostname(key, p)) for p in self.patterns)
+        known = self._memo.get((key, ""))
+        if known is not None:
+            self.error = False
+            return known
+        return self._remember((key, ""), self._first((p, self._match_hostname(key, p)) for p in self.patterns))
 
 
 class NetworkList(MatchList):
@@ -240,6 +257,10 @@ class NetworkList(MatchList):
         """
         key_addr = address.lower()
         key_name = name.lower().rstrip(".")
+        known = self._memo.get((key_addr, key_name))
+        if known is not None:
+            self.error = False
+            return known
 
         def results() -> Iterable[tuple[Pattern, bool | None]]:
             for pattern in self.patterns:
@@ -248,7 +269,7 @@ class NetworkList(MatchList):
                     hit = self._match_hostaddr(key_addr, pattern)
                 yield pattern, hit
 
-        return self._first(results())
+        return self._remember((key_addr, key_name), self._first(results()))
 
 
 def domain_list(cfg: "MainConfig", name: str) -> DomainList:

@@ -78,7 +78,7 @@ from mta.errors import ConfigError
 from mta.eugid import effective_ids, root_ids
 from mta.mail_copy import MAILER_DAEMON, copy_lines, envelope_headers, quote_822_local
 from mta.pipe_command import export_env, pipe_command
-from mta.queue import MESSAGE_QUEUES, queue_id_valid, queue_path
+from mta.queue import MESSAGE_QUEUES, queue_file, queue_id_valid
 from mta.record import RecordError, record_read
 from mta.service_table import daemon_operands
 from mta.skeleton import DaemonContext, DaemonError
@@ -411,7 +411,7 @@ def pipe_deliver(attr: PipeAttr, params: PipeParams, request: dict[str, Any]) ->
             return every(proto.TEMPFAIL, "4.3.5", f"mail system configuration error: flag {flag} requires "
                                                   f"{service}_destination_recipient_limit = 1")
     try:
-        envelope, content = record_read(queue_path(params.queue_dir, queue_name, queue_id))
+        envelope, content = record_read(queue_file(params.queue_dir, queue_name, queue_id))
     except (OSError, RecordError) as exc:
         log.msg_warn(f"{queue_id}: cannot read queue file {queue_name}/{queue_id}: {exc}")
         return every(proto.TEMPFAIL, "4.3.0", "cannot read queue file")

@@ -59,13 +59,22 @@ def queue_id_valid(queue_id: str) -> bool:
     return _ID_RE.fullmatch(queue_id) is not None
 
 
-def queue_path(queue_dir: Path, queue: str, queue_id: str) -> Path:
-    """Where queue_id lives in queue: ``deferred/A/A1B2C3...`` for hashed queues."""
+def queue_file(queue_dir: Path | str, queue: str, queue_id: str) -> str:
+    """Where queue_id lives in queue, as a string: ``deferred/A/A1B2C3...`` for hashed queues.
+
+    The daemons use this on the delivery path (a Path object per file costs
+    more than the rest of the name's work); queue_path is the same as a Path.
+    """
     if _ID_RE.fullmatch(queue_id) is None:
         raise QueueError(f"invalid queue id: {queue_id!r}")
     if queue in HASHED:
-        return queue_dir.joinpath(queue, queue_id[0], queue_id)
-    return queue_dir.joinpath(queue, queue_id)
+        return f"{queue_dir}/{queue}/{queue_id[0]}/{queue_id}"
+    return f"{queue_dir}/{queue}/{queue_id}"
+
+
+def queue_path(queue_dir: Path, queue: str, queue_id: str) -> Path:
+    """Where queue_id lives in queue: ``deferred/A/A1B2C3...`` for hashed queues."""
+    return Path(queue_file(queue_dir, queue, queue_id))
 
 
 def _new_id(inode: int) -> str:
@@ -87,6 +96,10 @@ class QueueFile:
     def path(self) -> Path:
         return queue_path(self.queue_dir, self.queue, self.queue_id)
 
+    @property
+    def file(self) -> str:
+        return queue_file(self.queue_dir, self.queue, self.queue_id)
+
 
 def queue_create(queue_dir: Path, queue: str) -> QueueFile:
     """Create a new embryonic (0600) file with a fresh unique ID in queue.
@@ -95,8 +108,7 @@ def queue_create(queue_dir: Path, queue: str) -> QueueFile:
     final ID-based name with O_EXCL semantics (link fails if the name exists),
     so two processes can never get the same ID.
     """
-    directory = queue_dir / queue
-    tmp = directory / f".tmp.{os.getpid()}.{time.monotonic_ns()}"
+    tmp = f"{queue_dir}/{queue}/.tmp.{os.getpid()}.{time.monotonic_ns()}"
     try:
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, MODE_EMBRYONIC)
     except OSError as exc:
@@ -106,9 +118,9 @@ def queue_create(queue_dir: Path, queue: str) -> QueueFile:
         inode = os.fstat(fd).st_ino
         for attempt in range(64):
             queue_id = _new_id(inode + attempt)
-            final = queue_path(queue_dir, queue, queue_id)
+            final = queue_file(queue_dir, queue, queue_id)
             if queue in HASHED:
-                final.parent.mkdir(mode=0o700, exist_ok=True)
+                os.makedirs(os.path.dirname(final), mode=0o700, exist_ok=True)
             try:
                 os.link(tmp, final)
                 return QueueFile(queue_dir, queue, queue_id, fd)
@@ -119,10 +131,13 @@ def queue_create(queue_dir: Path, queue: str) -> QueueFile:
         os.close(fd)
         raise
     finally:
-        tmp.unlink(missing_ok=True)
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
 
 
-def fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path | str) -> None:
     """fsync a directory so a create, rename or unlink in it survives a crash."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -143,7 +158,7 @@ def queue_finish(qf: QueueFile) -> None:
     try:
         os.fchmod(qf.fd, MODE_READY)
         os.fsync(qf.fd)
-        fsync_dir(qf.path.parent)
+        fsync_dir(os.path.dirname(qf.file))
     except OSError as exc:
         raise QueueError(f"{qf.queue}/{qf.queue_id}: finish: {os.strerror(exc.errno or 0)}") from None
     finally:
@@ -156,10 +171,13 @@ def queue_abort(qf: QueueFile) -> None:
     if qf.fd >= 0:
         os.close(qf.fd)
         qf.fd = -1
-    qf.path.unlink(missing_ok=True)
+    try:
+        os.unlink(qf.file)
+    except FileNotFoundError:
+        pass
 
 
-def queue_ready(path: Path) -> bool:
+def queue_ready(path: Path | str) -> bool:
     """True when the file is complete (owner-execute bit set, as Postfix's mail_open_ok)."""
     try:
         return bool(os.stat(path).st_mode & stat.S_IXUSR)
@@ -167,12 +185,12 @@ def queue_ready(path: Path) -> bool:
         return False
 
 
-def queue_move(queue_dir: Path, queue_id: str, source: str, target: str, *, sync: bool = True) -> Path:
+def queue_move(queue_dir: Path, queue_id: str, source: str, target: str, *, sync: bool = True) -> str:
     """Rename queue_id from one queue to another (one rename(2)); return the new path."""
-    old = queue_path(queue_dir, source, queue_id)
-    new = queue_path(queue_dir, target, queue_id)
+    old = queue_file(queue_dir, source, queue_id)
+    new = queue_file(queue_dir, target, queue_id)
     if target in HASHED:
-        new.parent.mkdir(mode=0o700, exist_ok=True)
+        os.makedirs(os.path.dirname(new), mode=0o700, exist_ok=True)
     try:
         os.rename(old, new)
     except OSError as exc:
@@ -180,14 +198,14 @@ def queue_move(queue_dir: Path, queue_id: str, source: str, target: str, *, sync
             f"rename {queue_id} from {source} to {target}: {os.strerror(exc.errno or 0)}"
         ) from None
     if sync:
-        fsync_dir(new.parent)
+        fsync_dir(os.path.dirname(new))
     return new
 
 
 def queue_remove(queue_dir: Path, queue: str, queue_id: str) -> bool:
     """Delete a queue file; False when it was already gone."""
     try:
-        queue_path(queue_dir, queue, queue_id).unlink()
+        os.unlink(queue_file(queue_dir, queue, queue_id))
         return True
     except FileNotFoundError:
         return False
@@ -215,7 +233,7 @@ def queue_scan(queue_dir: Path, queue: str) -> Iterator[str]:
 def queue_find(queue_dir: Path, queue_id: str, queues: tuple[str, ...] = MESSAGE_QUEUES) -> str | None:
     """The message queue that holds queue_id, or None."""
     for queue in queues:
-        if queue_path(queue_dir, queue, queue_id).exists():
+        if os.path.exists(queue_file(queue_dir, queue, queue_id)):
             return queue
     return None
 
@@ -230,7 +248,7 @@ def queue_quarantine(queue_dir: Path, queue: str, queue_id: str, reason: str) ->
         log.msg_warn(f"{queue_id}: cannot quarantine corrupt file: {exc}")
 
 
-def set_retry_time(path: Path, when: float) -> None:
+def set_retry_time(path: Path | str, when: float) -> None:
     """Record the next retry time of a deferred file in its mtime (atime = now)."""
     os.utime(path, (time.time(), when))
 

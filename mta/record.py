@@ -158,8 +158,14 @@ def record_parse(data: bytes) -> tuple[Envelope, bytes]:
 
 def record_read(path: str | os.PathLike[str]) -> tuple[Envelope, bytes]:
     """Read and parse a queue file (RecordError when corrupt, OSError when unreadable)."""
-    with open(path, "rb") as fh:
-        return record_parse(fh.read())
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return record_parse(b"".join(chunks))
 
 
 def record_mark_done(fd: int, recipient: Recipient) -> None:

@@ -89,11 +89,11 @@ class DaemonContext:
 
     def private(self, name: str) -> str:
         """Path of a private service socket, e.g. ctx.private("local")."""
-        return str(self.queue_dir / "private" / name)
+        return f"{self.queue_dir}/private/{name}"
 
     def public(self, name: str) -> str:
         """Path of a public service socket, e.g. ctx.public("qmgr")."""
-        return str(self.queue_dir / "public" / name)
+        return f"{self.queue_dir}/public/{name}"
 
 
 class DaemonError(MtaError):

@@ -58,7 +58,7 @@ from mta.agent import reply_all, request_serve
 from mta.config import MainConfig
 from mta.dns_lookup import DnsClient
 from mta.maps.cidr import address_parse
-from mta.queue import MESSAGE_QUEUES, queue_id_valid, queue_path
+from mta.queue import MESSAGE_QUEUES, queue_file, queue_id_valid
 from mta.record import RecordError, record_read
 
 if TYPE_CHECKING:
@@ -180,6 +180,7 @@ class SessionCache:
         self._sessions: dict[str, tuple[Session, float]] = {}
         self._cond = threading.Condition()
         self._reaper: threading.Thread | None = None
+        self._wake_at = 0.0  # when the reaper wakes next (it is told of earlier deadlines only)
 
     def take(self, nexthop: str) -> Session | None:
         """The kept session for nexthop, removed from the cache; None when there is none."""
@@ -199,11 +200,16 @@ class SessionCache:
             return
         with self._cond:
             old = self._sessions.pop(nexthop, None)
-            self._sessions[nexthop] = (session, time.monotonic() + self.idle_time)
+            until = time.monotonic() + self.idle_time
+            self._sessions[nexthop] = (session, until)
             if self._reaper is None:
+                self._wake_at = until
                 self._reaper = threading.Thread(target=self._reap, name="smtp-cache", daemon=True)
                 self._reaper.start()
-            self._cond.notify()
+            elif until < self._wake_at:
+                # Waking the reaper costs a thread switch; a session that expires
+                # after its next wake-up is seen then.
+                self._cond.notify()
         if old is not None:
             old[0].close(self.quit_timeout)
 
@@ -214,8 +220,8 @@ class SessionCache:
                 expired = [hop for hop, (_, until) in self._sessions.items() if until <= now]
                 sessions = [self._sessions.pop(hop)[0] for hop in expired]
                 if not sessions:
-                    soonest = min((until for _, until in self._sessions.values()), default=now + 60.0)
-                    self._cond.wait(max(soonest - now, 0.01))
+                    self._wake_at = min((until for _, until in self._sessions.values()), default=now + 60.0)
+                    self._cond.wait(max(self._wake_at - now, 0.01))
                     continue
             for session in sessions:
                 session.close(self.quit_timeout)
@@ -522,7 +528,7 @@ def smtp_deliver(settings: Settings, dns: DnsClient, request: dict[str, Any], ca
     if queue_name not in MESSAGE_QUEUES or not queue_id_valid(queue_id) or not recipients:
         return proto.reply(proto.PERMFAIL, "malformed delivery request")
     try:
-        envelope, content = record_read(queue_path(settings.queue_dir, queue_name, queue_id))
+        envelope, content = record_read(queue_file(settings.queue_dir, queue_name, queue_id))
     except (OSError, RecordError) as exc:
         log.msg_warn(f"{queue_id}: cannot read queue file: {exc}")
         return reply_all(recipients, proto.TEMPFAIL, "4.3.0", "cannot read queue file")

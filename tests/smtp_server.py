@@ -19,6 +19,8 @@ from typing import Any, Callable
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from tests.conftest import wait_for
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port nothing listens on at host now."""
@@ -37,6 +39,7 @@ class Script:
     data: str = "250 2.0.0 Ok: queued"
     delay: float = 0.0
     connections: int = 0
+    closed: int = 0  # connections that ended
     commands: list[str] = field(default_factory=list)
     messages: list[tuple[str, list[str], bytes]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -89,6 +92,11 @@ class _CountingSMTP(SMTP):
             self.script.connections += 1
         super().connection_made(transport)
 
+    def connection_lost(self, error: Exception | None) -> None:
+        with self.script.lock:
+            self.script.closed += 1
+        super().connection_lost(error)
+
 
 class ScriptedSmtp:
     """Serve Script on host:port until close() (a context manager)."""
@@ -110,6 +118,9 @@ class ScriptedSmtp:
         self.controller.start()
         with self.script.lock:
             self.script.connections = 0  # start() connected once to see that the server is up
+        wait_for(lambda: self.script.closed, timeout=5.0, what="the start-up probe connection to end")
+        with self.script.lock:
+            self.script.closed = 0
 
     @property
     def nexthop(self) -> str:

@@ -10,6 +10,7 @@ are missing: (Resent-)Message-Id, (Resent-)Date and (Resent-)From
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from dataclasses import dataclass, field
@@ -137,6 +138,12 @@ def _tokens(value: str) -> list[_Token]:
     return tokens
 
 
+# A value that is one plain address, bare or in <>: most From:/To: headers. Its
+# span is known without tokenising (the general parser finds the same one).
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_SIMPLE_VALUE = re.compile(rf"[ \t\r\n]*(<?)({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)(>?)[ \t\r\n]*")
+
+
 def header_addresses(value: str) -> list[tuple[int, int]]:
     """Where the addresses are in an address-list header value: (start, end) pairs.
 
@@ -148,6 +155,14 @@ def header_addresses(value: str) -> list[tuple[int, int]]:
     >>> [v[s:e] for s, e in header_addresses(v)]
     ['joe', '"a b"@x']
     """
+    simple = _SIMPLE_VALUE.fullmatch(value)
+    if simple is not None and bool(simple.group(1)) == bool(simple.group(3)):
+        return [simple.span(2)]
+    return header_addresses_parsed(value)
+
+
+def header_addresses_parsed(value: str) -> list[tuple[int, int]]:
+    """header_addresses for any value, by RFC 5322 tokens."""
     spans: list[tuple[int, int]] = []
     element: list[_Token] = []
     depth = 0
@@ -194,7 +209,11 @@ def header_rewrite(header: bytes, context: RewriteContext, masq: Masquerade | No
     changed = False
     for start, end in reversed(header_addresses(value)):
         span = value[start:end]
-        old = "".join(span[t.start:t.end] for t in _tokens(span) if t.kind != "comment").replace("\n", "")
+        simple = _SIMPLE_VALUE.fullmatch(span)
+        if simple is not None and not simple.group(1) and not simple.group(3):
+            old = simple.group(2)
+        else:
+            old = "".join(span[t.start:t.end] for t in _tokens(span) if t.kind != "comment").replace("\n", "")
         new = address_rewrite(context, old)
         if masq is not None:
             new = masquerade_address(masq, new)
@@ -257,6 +276,11 @@ def headers_process(headers: list[bytes], policy: HeaderPolicy) -> Headers:
 
 def mail_date(when: float) -> str:
     """Postfix's mail_date(): ``Mon,  9 Dec 1996 05:38:26 -0500 (EST)`` in local time."""
+    return _mail_date(int(when))
+
+
+@functools.lru_cache(maxsize=4)  # a busy cleanup formats the same second for many messages
+def _mail_date(when: int) -> str:
     lt = time.localtime(when)
     offset = (lt.tm_gmtoff or 0) // 60
     sign = "-" if offset < 0 else "+"

@@ -45,7 +45,7 @@ from mta.local.indirect import forward_flush
 from mta.local.recipient import deliver_recipient
 from mta.local.state import Delivery, Message, Result, Settings, delivery_summary, user_find
 from mta.maps import Map, open_map
-from mta.queue import MESSAGE_QUEUES, queue_id_valid, queue_path
+from mta.queue import MESSAGE_QUEUES, queue_file, queue_id_valid
 from mta.record import RecordError, record_read
 from mta.skeleton import DaemonContext
 
@@ -185,7 +185,7 @@ def local_deliver(settings: Settings, request: dict[str, Any]) -> dict[str, Any]
     if queue_name not in MESSAGE_QUEUES or not queue_id_valid(queue_id) or not isinstance(recipients, list):
         return proto.reply(proto.PERMFAIL, "malformed delivery request")
     try:
-        envelope, content = record_read(queue_path(settings.queue_dir, queue_name, queue_id))
+        envelope, content = record_read(queue_file(settings.queue_dir, queue_name, queue_id))
     except (OSError, RecordError) as exc:
         log.msg_warn(f"{queue_id}: cannot read queue file {queue_name}/{queue_id}: {exc}")
         return reply_all(recipients, proto.TEMPFAIL, "4.3.0", "cannot read queue file", relay=None)

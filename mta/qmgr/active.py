@@ -108,7 +108,7 @@ def active_enter(queue_dir: Path, source: str, queue_id: str) -> bool:
 
 def active_load(queue_dir: Path, queue_id: str) -> ActiveMessage | None:
     """Open and parse active/queue_id; quarantine it (and return None) when it is corrupt."""
-    path = queue.queue_path(queue_dir, queue.ACTIVE, queue_id)
+    path = queue.queue_file(queue_dir, queue.ACTIVE, queue_id)
     try:
         fd = os.open(path, os.O_RDWR)
     except OSError as exc:
@@ -243,7 +243,7 @@ def active_remove(queue_dir: Path, msg: ActiveMessage) -> None:
 def active_to_deferred(queue_dir: Path, msg: ActiveMessage, retry_time: float) -> None:
     """Move the message into deferred/ with mtime = retry_time (its next attempt)."""
     active_close(msg)
-    path = queue.queue_path(queue_dir, queue.ACTIVE, msg.queue_id)
+    path = queue.queue_file(queue_dir, queue.ACTIVE, msg.queue_id)
     try:
         queue.set_retry_time(path, retry_time)
         queue.queue_move(queue_dir, msg.queue_id, queue.ACTIVE, queue.DEFERRED)

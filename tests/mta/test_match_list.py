@@ -173,6 +173,26 @@ def test_missing_table_is_a_warning_and_a_lookup_error(tmp_path: Path,
     assert not lst.match("example.net")
     assert lst.error                                        # "no" is uncertain: try again later
     assert "table lookup problem" in caplog.text
+    # Answers are remembered, but an uncertain one is not: asked again, the table is asked again.
+    caplog.clear()
+    assert lst.match("example.com") and not lst.error
+    assert not lst.match("example.net") and lst.error
+    assert "table lookup problem" in caplog.text
+
+
+def test_answers_are_remembered_per_key(tmp_path: Path) -> None:
+    """A pcre table's answer for a name is kept: the list does not ask the table twice."""
+    table = tmp_path / "domains.pcre"
+    table.write_text("/^a\\.example$/ OK\n")
+    lst = DomainList("relay_domains", [f"pcre:{table}"], parent=True)
+    pattern = lst.patterns[0]
+    assert pattern.table is not None
+    asked: list[str] = []
+    lookup = pattern.table.lookup
+    pattern.table.lookup = lambda key: asked.append(key) or lookup(key)  # type: ignore[method-assign]
+    assert [lst.match("A.example."), lst.match("a.example"), lst.match("b.example")] == [True, True, False]
+    assert lst.match("b.example") is False
+    assert asked == ["a.example", "b.example"]
 
 
 def test_no_pattern_after_negation() -> None:

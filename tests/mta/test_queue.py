@@ -70,7 +70,7 @@ def test_deferred_is_hashed_one_level(qdir: Path) -> None:
     qf = make(qdir)
     queue.queue_finish(qf)
     new = queue.queue_move(qdir, qf.queue_id, queue.INCOMING, queue.DEFERRED)
-    assert new == qdir / "deferred" / qf.queue_id[0] / qf.queue_id
+    assert new == str(qdir / "deferred" / qf.queue_id[0] / qf.queue_id)
     assert list(queue.queue_scan(qdir, queue.DEFERRED)) == [qf.queue_id]
     assert queue.queue_find(qdir, qf.queue_id) == queue.DEFERRED
     assert not (qdir / "incoming" / qf.queue_id).exists()

@@ -14,6 +14,7 @@ import pytest
 from mta import proto
 from mta.dns_lookup import DnsClient
 from mta.smtp import HopError, SessionCache, Settings, Timeouts, hosts_for, smtp_deliver
+from tests.conftest import wait_for
 from tests.dns_server import DnsServer
 from tests.mta.qmgr.conftest import enqueue, qdir  # noqa: F401 - the fixture
 from tests.smtp_server import ScriptedSmtp, free_port
@@ -130,6 +131,19 @@ def test_connection_reuse(dns: DnsClient, qdir: Path, sink: ScriptedSmtp) -> Non
     assert cache.take(sink.nexthop) is None
     smtp_deliver(conf, dns, request(qdir, sink.nexthop, "r4@x.test"), cache)
     assert sink.script.connections == 3 and len(sink.script.messages) == 5
+    cache.close_all()
+
+
+def test_idle_session_closed_by_reaper(dns: DnsClient, qdir: Path, sink: ScriptedSmtp) -> None:  # noqa: F811
+    """A kept session is closed once idle past cache_time, without another request to notice it,
+    also when it was put back several times (only an earlier deadline wakes the reaper)."""
+    cache = SessionCache(0.4, 2.0)
+    conf = settings(qdir, cache_time=0.4)
+    for i in range(3):
+        assert outcomes(smtp_deliver(conf, dns, request(qdir, sink.nexthop, f"r{i}@x.test"), cache)) == [(0, "2.0.0")]
+    assert sink.script.connections == 1 and sink.script.closed == 0
+    wait_for(lambda: sink.script.closed == 1, timeout=3.0, what="the reaper to close the idle session")
+    assert cache.take(sink.nexthop) is None
     cache.close_all()
 
 

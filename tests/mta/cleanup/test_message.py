@@ -10,6 +10,7 @@ from mta.cleanup.message import (
     HeaderPolicy,
     from_header,
     header_addresses,
+    header_addresses_parsed,
     header_rewrite,
     headers_missing,
     headers_process,
@@ -63,6 +64,17 @@ def test_message_split(content: bytes, headers: list[bytes], body: bytes) -> Non
 )
 def test_header_addresses(value: str, addresses: list[str]) -> None:
     assert [value[s:e] for s, e in header_addresses(value)] == addresses
+
+
+@pytest.mark.parametrize(
+    "value",
+    [" <a@b.example>", " a@b.example", "a.b+c@d-e.example\n", " \t<x_y@z>\r\n", " <a@b.example",
+     " a@b.example>", " <a.@b>", " a..b@c", " a@b..c", " a@[1.2.3.4]", ' "q"@b', " a@b, c@d",
+     " <a@b> (c)", " a @b", " Joe <a@b>", " a@b.", " @b", " a@", ""],
+)
+def test_header_addresses_shortcut_agrees_with_parser(value: str) -> None:
+    """One plain address is located without tokenising; the full parser gives the same answer."""
+    assert header_addresses(value) == header_addresses_parsed(value)
 
 
 @pytest.mark.parametrize(
