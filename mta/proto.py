@@ -9,12 +9,13 @@ attr_print/attr_scan, in a form Python reads natively).
 
 from __future__ import annotations
 
-import io
 import json
 import socket
-from typing import Any, cast
+import struct
+from typing import Any
 
 MAX_LINE = 1 << 20  # a request line larger than this is refused
+READ_SIZE = 65536
 
 OK = 0
 TEMPFAIL = 4
@@ -26,24 +27,85 @@ class ProtocolError(ConnectionError):
 
 
 class Channel:
-    """A buffered, blocking message stream over one connected socket."""
+    """A buffered, blocking message stream over one connected socket.
+
+    + timeout: seconds each read or write may wait (None: no limit). It is kept
+      by the kernel (SO_RCVTIMEO, SO_SNDTIMEO) on a blocking socket: Python's
+      own socket timeout would poll() before every read and write. An expired
+      timeout raises TimeoutError, as Python's would.
+    """
 
     def __init__(self, sock: socket.socket, timeout: float | None = None) -> None:
         self.sock = sock
-        if timeout is not None:
-            sock.settimeout(timeout)
-        self._rfile = cast(io.BufferedReader, sock.makefile("rb", buffering=65536))
+        if timeout is None:
+            timeout = sock.gettimeout()
+        sock.settimeout(None)
+        if timeout is not None and timeout > 0:
+            whole = int(timeout)
+            timeval = struct.pack("@ll", whole, int((timeout - whole) * 1_000_000))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+        self._buf = b""
+        self._pos = 0
+
+    def _recv(self, flags: int = 0) -> bytes:
+        try:
+            return self.sock.recv(READ_SIZE, flags)
+        except BlockingIOError:
+            if flags & socket.MSG_DONTWAIT:
+                raise
+            raise TimeoutError("timed out") from None
 
     def send(self, message: dict[str, Any], content: bytes | None = None) -> None:
         """Send one message, with content bytes when given (content_length is set for you)."""
         if content is not None:
             message = dict(message, content_length=len(content))
         line = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n"
-        self.sock.sendall(line if content is None else line + content)
+        try:
+            self.sock.sendall(line if content is None else line + content)
+        except BlockingIOError:
+            raise TimeoutError("timed out") from None
+
+    def _line(self) -> bytes:
+        """The next line with its LF; what is left at the end of the stream; b"" at a clean end."""
+        while True:
+            end = self._buf.find(b"\n", self._pos)
+            if end >= 0:
+                line = self._buf[self._pos:end + 1]
+                self._pos = end + 1
+                return line
+            if len(self._buf) - self._pos > MAX_LINE:
+                raise ProtocolError("message line too long or truncated")
+            data = self._recv()
+            if not data:
+                line, self._buf, self._pos = self._buf[self._pos:], b"", 0
+                return line
+            self._buf = self._buf[self._pos:] + data
+            self._pos = 0
+
+    def _exactly(self, length: int) -> bytes:
+        """length bytes (fewer only when the stream ends first)."""
+        have = len(self._buf) - self._pos
+        if have >= length:
+            data = self._buf[self._pos:self._pos + length]
+            self._pos += length
+            return data
+        parts = [self._buf[self._pos:]]
+        self._buf, self._pos = b"", 0
+        while have < length:
+            data = self._recv()
+            if not data:
+                break
+            if have + len(data) > length:  # the next message came along
+                self._buf, self._pos = data, length - have
+                data = data[:length - have]
+            parts.append(data)
+            have += len(data)
+        return b"".join(parts)
 
     def receive(self) -> tuple[dict[str, Any], bytes | None] | None:
         """The next message and its content (None without content); None at a clean end of stream."""
-        line = self._rfile.readline(MAX_LINE + 1)
+        line = self._line()
         if not line:
             return None
         if not line.endswith(b"\n"):
@@ -59,7 +121,7 @@ class Channel:
             return message, None
         if not isinstance(length, int) or length < 0:
             raise ProtocolError(f"bad content_length {length!r}")
-        content = self._rfile.read(length)
+        content = self._exactly(length)
         if len(content) != length:
             raise ProtocolError("connection closed in the middle of a message body")
         return message, content
@@ -71,14 +133,14 @@ class Channel:
         client may send its next message before reading a reply, and the
         buffer can then hold it while the socket itself has nothing new.
         """
-        timeout = self.sock.gettimeout()
-        self.sock.setblocking(False)
+        if self._pos < len(self._buf):
+            return True
         try:
-            return bool(self._rfile.peek(1))
+            data = self._recv(socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
             return False
-        finally:
-            self.sock.settimeout(timeout)
+        self._buf, self._pos = data, 0
+        return bool(data)
 
     def request(self, message: dict[str, Any], content: bytes | None = None) -> dict[str, Any]:
         """Send a request and wait for its one-line reply."""
@@ -89,11 +151,8 @@ class Channel:
         return reply[0]
 
     def close(self) -> None:
-        """Close the stream and the socket."""
-        try:
-            self._rfile.close()
-        finally:
-            self.sock.close()
+        """Close the socket."""
+        self.sock.close()
 
 
 def reply(status: int, reason: str = "", dsn: str = "", **extra: Any) -> dict[str, Any]:

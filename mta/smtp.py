@@ -311,7 +311,8 @@ def _timeout(client: smtplib.SMTP, seconds: float) -> None:
     """Set the session socket's timeout for the next phase."""
     if client.sock is None:
         raise smtplib.SMTPServerDisconnected("connection closed")
-    client.sock.settimeout(seconds)
+    if client.sock.gettimeout() != seconds:  # settimeout() is a system call even when nothing changes
+        client.sock.settimeout(seconds)
 
 
 def _text(code: int, message: bytes) -> str:

@@ -16,7 +16,11 @@ replies, as with Postfix's VSTREAM.
 
 TIMEOUTS. Every socket read and write is bounded by smtpd_timeout; when it
 expires SessionTimeout is raised, and a closed or reset connection raises
-SessionLost. The server turns both into the right log line.
+SessionLost. The server turns both into the right log line. A plain
+connection stays a blocking socket with the timeout set in the kernel
+(SO_RCVTIMEO, SO_SNDTIMEO): Python's own socket timeout would poll() before
+every read and write, two system calls for one. Over TLS Python's timeout is
+used, since the TLS layer needs it to tell a timeout from a broken record.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 import select
 import socket
 import ssl
+import struct
 
 from mta.access import localpart_quote
 
@@ -47,7 +52,13 @@ class SmtpStream:
 
     def __init__(self, sock: socket.socket, timeout: float) -> None:
         self.sock = sock
-        sock.settimeout(timeout if timeout > 0 else None)
+        self.timeout = timeout if timeout > 0 else None
+        sock.settimeout(None)
+        if self.timeout is not None:
+            whole = int(self.timeout)
+            timeval = struct.pack("@ll", whole, int((self.timeout - whole) * 1_000_000))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
         self._buf = b""
         self._pos = 0
         self._out: list[bytes] = []
@@ -61,7 +72,7 @@ class SmtpStream:
         self.flush()
         try:
             data = self.sock.recv(READ_SIZE)
-        except socket.timeout:
+        except (socket.timeout, BlockingIOError):  # Python's timeout (TLS), the kernel's (plain)
             raise SessionTimeout() from None
         except OSError:
             raise SessionLost() from None
@@ -100,9 +111,13 @@ class SmtpStream:
         """Up to limit bytes the client already sent but nobody read, without waiting for more."""
         if self.pending() == 0:
             try:
-                tls_pending = isinstance(self.sock, ssl.SSLSocket) and self.sock.pending() > 0
-                readable = tls_pending or select.select([self.sock], [], [], 0)[0]
-                data = self.sock.recv(READ_SIZE) if readable else b""
+                if isinstance(self.sock, ssl.SSLSocket):
+                    readable = self.sock.pending() > 0 or select.select([self.sock], [], [], 0)[0]
+                    data = self.sock.recv(READ_SIZE) if readable else b""
+                else:
+                    data = self.sock.recv(READ_SIZE, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                data = b""
             except OSError:
                 raise SessionLost() from None
             if data:
@@ -127,12 +142,12 @@ class SmtpStream:
 
     def tls_start(self, context: ssl.SSLContext) -> None:
         """Do the server side of the TLS handshake on this connection; SessionLost when it fails."""
-        timeout = self.sock.gettimeout()
+        self.sock.settimeout(self.timeout)
         try:
             self.sock = context.wrap_socket(self.sock, server_side=True)
         except (ssl.SSLError, OSError) as exc:
             raise SessionLost(f"TLS handshake: {exc}") from None
-        self.sock.settimeout(timeout)
+        self.sock.settimeout(self.timeout)
 
     # -- output -----------------------------------------------------------
 
@@ -148,7 +163,7 @@ class SmtpStream:
         self._out.clear()
         try:
             self.sock.sendall(data)
-        except socket.timeout:
+        except (socket.timeout, BlockingIOError):
             raise SessionTimeout() from None
         except OSError:
             raise SessionLost() from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,63 @@ def test_protocol_errors(raw: bytes, message: str) -> None:
     left.close()
     with pytest.raises(proto.ProtocolError, match=message):
         proto.Channel(right).receive()
+
+
+def test_messages_in_one_packet_and_split_content() -> None:
+    """Two messages sent together are read one at a time (pending() sees the second);
+    content that arrives in pieces, larger than one read, is put together."""
+    left, right = socket.socketpair()
+    reader = proto.Channel(right, timeout=5)
+    big = bytes(range(256)) * 1000  # 256,000 bytes: several reads
+    left.sendall(b'{"op":"a","content_length":3}\nxyz{"op":"b"}\n')
+    assert reader.receive() == ({"op": "a", "content_length": 3}, b"xyz")
+    assert reader.pending()
+    assert reader.receive() == ({"op": "b"}, None)
+    assert not reader.pending()
+
+    def send_big() -> None:
+        line = b'{"op":"c","content_length":%d}\n' % len(big)
+        left.sendall(line + big[:1000])
+        left.sendall(big[1000:] + b'{"op":"d"}\n')
+
+    thread = threading.Thread(target=send_big)
+    thread.start()
+    assert reader.receive() == ({"op": "c", "content_length": len(big)}, big)
+    assert reader.receive() == ({"op": "d"}, None)
+    thread.join()
+    left.close()
+    assert not reader.pending() and reader.receive() is None
+
+
+def test_silent_peer_times_out() -> None:
+    """A read waits at most the channel's timeout, then raises TimeoutError (the socket stays blocking)."""
+    left, right = socket.socketpair()
+    reader = proto.Channel(right, timeout=0.3)
+    assert reader.sock.gettimeout() is None
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        reader.receive()
+    assert 0.25 <= time.monotonic() - started < 3
+    left.close()
+
+
+def test_line_longer_than_the_limit_is_refused() -> None:
+    left, right = socket.socketpair()
+    reader = proto.Channel(right, timeout=5)
+
+    def flood() -> None:
+        try:
+            left.sendall(b"x" * (proto.MAX_LINE + proto.READ_SIZE * 2))
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=flood)
+    thread.start()
+    with pytest.raises(proto.ProtocolError, match="too long"):
+        reader.receive()
+    right.close()
+    thread.join()
+    left.close()
 
 
 def test_trigger_to_missing_socket_is_false(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import smtplib
 import socket
 import ssl
 import subprocess
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -116,3 +117,19 @@ def test_plain_socket_still_answers_without_tls(start_server: Callable[..., Smtp
         sock.recv(100)
         sock.sendall(b"STARTTLS\r\n")
         assert sock.recv(100) == b"502 5.5.1 Error: command not implemented\r\n"
+
+
+def test_timeout_over_tls(start_server: Callable[..., SmtpdServer], cleanup: FakeCleanup, certificate: Path,
+                          caplog: pytest.LogCaptureFixture) -> None:
+    """smtpd_timeout also ends a silent session after STARTTLS, with 421 sent over TLS."""
+    server = start_server(tls_config(certificate) + "smtpd_timeout = 1s\n")
+    with smtplib.SMTP("127.0.0.1", server.port, timeout=10) as smtp:
+        smtp.ehlo()
+        smtp.starttls(context=client_context(certificate))
+        smtp.ehlo()
+        started = time.monotonic()
+        code, text = smtp.getreply()
+        assert (code, text) == (421, f"4.4.2 {HOSTNAME} Error: timeout exceeded".encode())
+        assert 0.9 <= time.monotonic() - started < 5
+    server.wait_sessions(1)
+    assert "timeout after EHLO from unknown[127.0.0.1]" in caplog.messages
