@@ -11,9 +11,9 @@ domain, and the round measures:
 - relayed/s: messages divided by the time from the first submission until the
   sink has received all of them (smtp-sink -c counts each end of data);
 - peak memory: the largest sum of PSS over all of the gateway's processes,
-  sampled every 200 ms during the round;
-- CPU per message of each daemon (user + system milliseconds), sampled the same
-  way (see bench/mta_throughput.py; the sink's and smtp-source's are not counted).
+  sampled every second during the round;
+- CPU per message of each daemon (user + system milliseconds), sampled every
+  200 ms (see bench/mta_throughput.py; the sink's and smtp-source's are not counted).
 
 Rounds alternate between the two MTAs (A B A B ...) because this machine's
 speed drifts; medians of each side are compared. Both gateways fsync the queue
