@@ -40,6 +40,22 @@ def _provision(args: argparse.Namespace) -> int:
     return 1 if any(r.findings for r in results) else 0
 
 
+def _diff(args: argparse.Namespace) -> int:
+    from harden.drift import drift, drift_exit_status
+    from harden.drift_report import drift_print
+    from harden.inventory import inventory_load
+
+    try:
+        inventory = inventory_load(args.inventory)
+    except HardenError as exc:  # nothing could be compared: 2, never the 1 of a drifted host
+        print(f"harden: error: {exc}", file=sys.stderr)
+        return 2
+    results = drift(inventory, args.limit, forks=args.forks,
+                    templates=Path(args.templates) if args.templates else None)
+    drift_print(results, as_json=args.json)
+    return drift_exit_status(results)
+
+
 def _fleet_arguments(parser: argparse.ArgumentParser, done: str) -> None:
     """The inventory, --limit and --forks options every fleet command takes."""
     parser.add_argument("-i", "--inventory", required=True, help="Ansible-style YAML inventory file")
@@ -222,6 +238,22 @@ def build_parser() -> argparse.ArgumentParser:
     aud.add_argument("--waivers", metavar="FILE",
                      help="YAML list of accepted exceptions: id, hosts (pattern), justification, expires")
     aud.set_defaults(run=_audit)
+    dif = sub.add_parser(
+        "diff",
+        help="show where each host's configuration files drifted from what the inventory renders",
+        description=(
+            "Render main.cf, master.cf, aliases, access and transport for each host as provision would, "
+            "and compare them with the files on the host (content, owner root:root, mode 0644), hosts in "
+            "parallel over SSH (host keys checked strictly). Nothing is written. Each differing file is "
+            "shown as a unified diff from the host's file (a/) to the rendered one (b/). Exit status 0 when "
+            "every host matches, 1 when any host drifted, 2 when a host was unreachable or could not be "
+            "compared."
+        ),
+    )
+    _fleet_arguments(dif, "compared")
+    dif.add_argument("--json", action="store_true", help="one JSON object per host on stdout, nothing else")
+    dif.add_argument("--templates", metavar="DIR", help="site templates, as given to provision")
+    dif.set_defaults(run=_diff)
     _lab_parser(sub)
     return parser
 

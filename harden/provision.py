@@ -55,6 +55,7 @@ from harden.transport.base import file_get, file_put
 MTA = f"{bundle_mod.PREFIX}/current/bin/mta"
 UNIT = "/etc/systemd/system/mailgate-mta.service"
 VERIFY_SECONDS = 30  # after a start or reload, how long smtpd may take to greet
+CONFIG_MODE = 0o644  # configuration files: root:root, readable by the unprivileged daemons
 
 
 def service_commands(init: str) -> dict[str, str]:
@@ -89,13 +90,19 @@ class HostResult:
     findings: list[str] = field(default_factory=list)  # the audit's failures and errors, "ID: message"
 
 
-def _diff(name: str, old: bytes | None, new: str) -> str:
+def config_diff(name: str, old: bytes | None, new: str) -> str:
+    """A unified diff of configuration file name from its text on the host (old) to new."""
     before = (old or b"").decode("utf-8", "replace").splitlines(keepends=True)
     return "".join(difflib.unified_diff(before, new.splitlines(keepends=True),
                                         f"a{CONFIG_DIRECTORY}/{name}", f"b{CONFIG_DIRECTORY}/{name}"))
 
 
-def _facts(t: Transport, s: GatewaySettings) -> dict[str, str]:
+def file_state(text: str) -> str:
+    """How host_facts reports a configuration file holding text, as provisioning writes it."""
+    return f"{hashlib.sha256(text.encode()).hexdigest()} {CONFIG_MODE:o} root root"
+
+
+def host_facts(t: Transport, s: GatewaySettings) -> dict[str, str]:
     """One command for the simple facts: python, accounts, bundle version, links, whether the MTA runs, files.
 
     Whether the MTA runs is read from the kernel's lock table: a live master
@@ -170,7 +177,7 @@ def provision_host(host: Host, bundle: bundle_mod.Bundle, *, check: bool = False
 
 def _provision(t: Transport, s: GatewaySettings, files: dict[str, str], bundle: bundle_mod.Bundle,
                result: HostResult, check: bool, want_diff: bool) -> None:
-    facts = _facts(t, s)
+    facts = host_facts(t, s)
     if facts.get("python") != "1":
         raise HardenError(f"{t.host}: /usr/bin/python3 3.11 or newer is needed to run the MTA")
     alias_uid = facts.get("root_alias", "")
@@ -201,10 +208,9 @@ def _provision(t: Transport, s: GatewaySettings, files: dict[str, str], bundle: 
     # Configuration files.
     changed_files = []
     for name, text in files.items():
-        digest = hashlib.sha256(text.encode()).hexdigest()
-        if facts.get(f"file:{name}") != f"{digest} 644 root root":
+        if facts.get(f"file:{name}") != file_state(text):
             changed_files.append(name)
-            diff = _diff(name, file_get(t, f"{CONFIG_DIRECTORY}/{name}"), text) if want_diff else ""
+            diff = config_diff(name, file_get(t, f"{CONFIG_DIRECTORY}/{name}"), text) if want_diff else ""
             changes.append(Change("file", f"{CONFIG_DIRECTORY}/{name}", diff))
     # The systemd unit, where systemd runs.
     service = service_commands(facts.get("init", ""))
@@ -246,7 +252,7 @@ def _provision(t: Transport, s: GatewaySettings, files: dict[str, str], bundle: 
     if changed_files:
         t.run(f"mkdir -p {CONFIG_DIRECTORY} && chmod 755 {CONFIG_DIRECTORY}")
     for name in changed_files:
-        file_put(t, files[name].encode(), f"{CONFIG_DIRECTORY}/{name}", mode=0o644)
+        file_put(t, files[name].encode(), f"{CONFIG_DIRECTORY}/{name}", mode=CONFIG_MODE)
     if unit_text:
         file_put(t, unit_text.encode(), UNIT, mode=0o644)
     if jail_actions:
