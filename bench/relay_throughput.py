@@ -138,12 +138,8 @@ import_environment = {env}
 """
 
     def master_cf(self) -> str:
-        return f"""\
-{self.host}:{self.port} inet n - n - - smtpd
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-local     unix  -       n       n       -       -       local
+        """The local-delivery daemons of bench/mta_throughput.py, and those relaying and bouncing need."""
+        return super().master_cf() + """\
 showq     unix  n       -       n       -       -       showq
 anvil     unix  -       -       n       -       1       anvil
 error     unix  -       -       n       -       -       error

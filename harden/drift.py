@@ -20,17 +20,15 @@ RESULTS. Each host ends ``same``, ``drifted`` (with the files), ``failed``
 
 from __future__ import annotations
 
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from harden.errors import HardenError, TransportError
 from harden.inventory import Host, Inventory
-from harden.provision import config_diff, file_state, host_facts
-from harden.render import CONFIG_DIRECTORY, gateway_files, template_environment
-from harden.settings import settings_from_host
+from harden.provision import config_diff, file_state, host_facts, host_run
+from harden.render import CONFIG_DIRECTORY
+from harden.settings import GatewaySettings
 from harden.transport import Transport, transport_for
 from harden.transport.base import file_get
 
@@ -73,33 +71,17 @@ def _compare(t: Transport, name: str, text: str, state: str | None) -> FileDrift
 def host_drift(host: Host, *, connect: Callable[[Host], Transport] = transport_for,
                templates: Path | None = None) -> HostDrift:
     """Compare one host's configuration files with the inventory's; never raises."""
-    start = time.monotonic()
     result = HostDrift(host.name)
-    try:
-        settings = settings_from_host(host)
-        files = gateway_files(settings, env=template_environment(templates) if templates else None)
-    except HardenError as exc:
-        result.status, result.error = "failed", str(exc)
-        result.seconds = time.monotonic() - start
-        return result
-    try:
-        t = connect(host)
-    except TransportError as exc:
-        result.status, result.error = "unreachable", str(exc)
-        result.seconds = time.monotonic() - start
-        return result
-    try:
+
+    def work(t: Transport, settings: GatewaySettings, files: dict[str, str]) -> str:
         facts = host_facts(t, settings)
         for name, text in files.items():
             found = _compare(t, name, text, facts.get(f"file:{name}"))
             if found is not None:
                 result.files.append(found)
-        result.status = "drifted" if result.files else "same"
-    except HardenError as exc:
-        result.status, result.error = "failed", str(exc)
-    finally:
-        t.close()
-        result.seconds = time.monotonic() - start
+        return "drifted" if result.files else "same"
+
+    host_run(host, result, work, connect=connect, templates=templates)
     return result
 
 

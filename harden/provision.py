@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 from harden import bundle as bundle_mod
 from harden import chroot
@@ -141,6 +141,50 @@ def host_facts(t: Transport, s: GatewaySettings) -> dict[str, str]:
     return facts
 
 
+class HostOutcome(Protocol):
+    """What host_run fills in: provision's HostResult and drift's HostDrift."""
+
+    status: str
+    error: str
+    seconds: float
+
+
+def host_run(host: Host, result: HostOutcome, work: Callable[[Transport, GatewaySettings, dict[str, str]], str], *,
+             connect: Callable[[Host], Transport] = transport_for, templates: Path | None = None,
+             rendered: Callable[[dict[str, str]], None] | None = None) -> None:
+    """Render host's files, connect, and run work on the connection; never raises.
+
+    work returns the host's final status. A file that cannot be rendered, or a
+    HardenError in work, makes the status ``failed``; a connection that cannot
+    be made, ``unreachable``; error says why. rendered (may raise HardenError)
+    sees the files before the connection is made. result.seconds is the time
+    it all took.
+    """
+    start = time.monotonic()
+    try:
+        try:
+            s = settings_from_host(host)
+            files = gateway_files(s, env=template_environment(templates) if templates else None)
+            if rendered is not None:
+                rendered(files)
+        except HardenError as exc:
+            result.status, result.error = "failed", str(exc)
+            return
+        try:
+            t = connect(host)
+        except TransportError as exc:
+            result.status, result.error = "unreachable", str(exc)
+            return
+        try:
+            result.status = work(t, s, files)
+        except HardenError as exc:
+            result.status, result.error = "failed", str(exc)
+        finally:
+            t.close()
+    finally:
+        result.seconds = time.monotonic() - start
+
+
 def provision_host(host: Host, bundle: bundle_mod.Bundle, *, check: bool = False, want_diff: bool = False,
                    connect: Callable[[Host], Transport] = transport_for,
                    templates: Path | None = None) -> HostResult:
@@ -148,30 +192,16 @@ def provision_host(host: Host, bundle: bundle_mod.Bundle, *, check: bool = False
 
     + templates: a directory of site templates replacing harden/templates/ (same file names).
     """
-    start = time.monotonic()
     result = HostResult(host.name)
-    try:
-        s = settings_from_host(host)
-        files = gateway_files(s, env=template_environment(templates) if templates else None)
+
+    def rendered(files: dict[str, str]) -> None:
         result.warnings = files_check(host.name, files)
-    except HardenError as exc:
-        result.status, result.error = "failed", str(exc)
-        result.seconds = time.monotonic() - start
-        return result
-    try:
-        t = connect(host)
-    except TransportError as exc:
-        result.status, result.error = "unreachable", str(exc)
-        result.seconds = time.monotonic() - start
-        return result
-    try:
+
+    def work(t: Transport, s: GatewaySettings, files: dict[str, str]) -> str:
         _provision(t, s, files, bundle, result, check, want_diff)
-        result.status = "changed" if result.changes else "ok"
-    except HardenError as exc:
-        result.status, result.error = "failed", str(exc)
-    finally:
-        t.close()
-        result.seconds = time.monotonic() - start
+        return "changed" if result.changes else "ok"
+
+    host_run(host, result, work, connect=connect, templates=templates, rendered=rendered)
     return result
 
 

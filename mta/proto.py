@@ -26,6 +26,21 @@ class ProtocolError(ConnectionError):
     """The peer sent something that is not a well-formed message, or went away mid-message."""
 
 
+def kernel_timeouts(sock: socket.socket, timeout: float | None) -> None:
+    """Make sock blocking, each read and write limited to timeout seconds by the kernel (None or 0: no limit).
+
+    SO_RCVTIMEO and SO_SNDTIMEO cost nothing per call, where Python's socket
+    timeout polls before every read and write. An expired limit makes the call
+    fail with EAGAIN, which Python raises as BlockingIOError.
+    """
+    sock.settimeout(None)
+    if timeout is not None and timeout > 0:
+        whole = int(timeout)
+        timeval = struct.pack("@ll", whole, int((timeout - whole) * 1_000_000))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+
+
 class Channel:
     """A buffered, blocking message stream over one connected socket.
 
@@ -39,12 +54,7 @@ class Channel:
         self.sock = sock
         if timeout is None:
             timeout = sock.gettimeout()
-        sock.settimeout(None)
-        if timeout is not None and timeout > 0:
-            whole = int(timeout)
-            timeval = struct.pack("@ll", whole, int((timeout - whole) * 1_000_000))
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+        kernel_timeouts(sock, timeout)
         self._buf = b""
         self._pos = 0
 

@@ -160,12 +160,17 @@ def record_read(path: str | os.PathLike[str]) -> tuple[Envelope, bytes]:
     """Read and parse a queue file (RecordError when corrupt, OSError when unreadable)."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        chunks = []
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
+        return record_parse(fd_read(fd))
     finally:
         os.close(fd)
-    return record_parse(b"".join(chunks))
+
+
+def fd_read(fd: int, size_hint: int = 65536) -> bytes:
+    """Everything from fd's offset to its end (size_hint: the expected size, for fewer reads)."""
+    chunks: list[bytes] = []
+    while chunk := os.read(fd, max(size_hint, 65536)):
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def record_mark_done(fd: int, recipient: Recipient) -> None:

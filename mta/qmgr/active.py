@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mta import bounce_log, log, queue
-from mta.record import Envelope, Recipient, RecordError, record_mark_done, record_parse
+from mta.record import Envelope, Recipient, RecordError, fd_read, record_mark_done, record_parse
 
 
 def format_delay(seconds: float, resolution: int = 2) -> str:
@@ -116,10 +116,7 @@ def active_load(queue_dir: Path, queue_id: str) -> ActiveMessage | None:
         return None
     try:
         st = os.fstat(fd)
-        chunks: list[bytes] = []
-        while chunk := os.read(fd, max(st.st_size, 65536)):
-            chunks.append(chunk)
-        envelope, content = record_parse(b"".join(chunks))
+        envelope, content = record_parse(fd_read(fd, st.st_size))
     except (RecordError, OSError) as exc:
         os.close(fd)
         queue.queue_quarantine(queue_dir, queue.ACTIVE, queue_id, str(exc))

@@ -28,9 +28,9 @@ from __future__ import annotations
 import select
 import socket
 import ssl
-import struct
 
 from mta.access import localpart_quote
+from mta.proto import kernel_timeouts
 
 READ_SIZE = 65536
 
@@ -53,12 +53,7 @@ class SmtpStream:
     def __init__(self, sock: socket.socket, timeout: float) -> None:
         self.sock = sock
         self.timeout = timeout if timeout > 0 else None
-        sock.settimeout(None)
-        if self.timeout is not None:
-            whole = int(self.timeout)
-            timeval = struct.pack("@ll", whole, int((self.timeout - whole) * 1_000_000))
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+        kernel_timeouts(sock, self.timeout)
         self._buf = b""
         self._pos = 0
         self._out: list[bytes] = []
