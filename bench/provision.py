@@ -15,20 +15,17 @@ Run as root: `bash bench/provision.sh [--rounds 3] [--hosts 10]`.
 
 from __future__ import annotations
 
-import argparse
-import os
 import statistics
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.fleet import fleet_arguments, provisioned_lab  # noqa: E402
 from bench.timing import timed  # noqa: E402
 from harden.inventory import inventory_load  # noqa: E402
-from harden.lab.fleet import lab_down, lab_state, lab_up  # noqa: E402
+from harden.lab.fleet import lab_state  # noqa: E402
 from harden.render import gateway_files  # noqa: E402
 from harden.settings import settings_from_host  # noqa: E402
 
@@ -36,26 +33,12 @@ FILES = ("main.cf", "master.cf", "aliases", "access")
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--hosts", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--first-address", default="127.0.0.61")
-    parser.add_argument("--tools-venv", default=str(REPO / ".cache/bench-venv"))
-    args = parser.parse_args()
-    if os.geteuid() != 0:
-        print("bench: run as root (the lab needs it)", file=sys.stderr)
-        return 1
+    args = fleet_arguments(__doc__, 10, "127.0.0.61")
     tools = Path(args.tools_venv)
-    work = Path(tempfile.mkdtemp(prefix="harden-bench-provision-", dir="/var/tmp"))
-    lab_dir = work / "lab"
-    lab_up(args.hosts, lab_dir, first_address=args.first_address)
-    try:
+    with provisioned_lab(args.hosts, args.first_address, "provision") as (work, lab_dir, env):
         inventory_path = lab_dir / "inventory.yml"
-        env = dict(os.environ, HOME=str(work / "home"))
-        (work / "home").mkdir()
         harden_cmd = [str(REPO / ".venv/bin/harden"), "provision", "-i", str(inventory_path), "--forks",
                       str(args.hosts), "--json"]
-        timed(harden_cmd, "initial harden provision", env)
         inventory = inventory_load(inventory_path)
         templates = work / "templates"
         for host in inventory.hosts.values():
@@ -104,9 +87,6 @@ def main() -> int:
               f"no-change (target >= 5x); vs pyinfra {p['first'] / h['first']:.1f}x first, "
               f"{p['nochange'] / h['nochange']:.1f}x no-change (target > 1x)")
         return 0
-    finally:
-        lab_down(lab_dir)
-        subprocess.run(["rm", "-rf", str(work)])
 
 
 if __name__ == "__main__":

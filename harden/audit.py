@@ -100,33 +100,42 @@ def check_run(one: Check, host: Any) -> CheckResult:
 
 def audit_host(host: Host, checks: list[Check], waivers: list[Waiver], today: date,
                connect: Callable[[Host], Transport] = transport_for) -> HostAudit:
-    """Audit one host over one connection."""
+    """Audit one host over one connection of its own."""
     started = time.monotonic()
-    out = HostAudit(host.name, host.address())
     try:
         transport = connect(host)
     except HardenError as exc:
+        out = HostAudit(host.name, host.address())
         out.unreachable = str(exc)
         out.seconds = time.monotonic() - started
         return out
     try:
-        target = testinfra.host.Host(AuditBackend(transport))
-        setattr(target, ADDRESS_ATTRIBUTE, host.vars.get("ansible_host") or None)
-        interfaces = host.vars.get("inet_interfaces")
-        if interfaces:
-            setattr(target, INTERFACES_ATTRIBUTE,
-                    [interfaces] if isinstance(interfaces, str) else [str(i) for i in interfaces])
-        for one in checks:
-            result = check_run(one, target)
-            if result.status == FAIL:
-                waiver, expired = waiver_for(waivers, one.id, host.name, today)
-                if waiver is not None:
-                    result.status, result.waiver = WAIVED, waiver
-                elif expired is not None:
-                    out.expired.append(expired)
-            out.results.append(result)
+        out = audit_run(host, transport, checks, waivers, today)
     finally:
         transport.close()
+    out.seconds = time.monotonic() - started
+    return out
+
+
+def audit_run(host: Host, transport: Transport, checks: list[Check], waivers: list[Waiver], today: date) -> HostAudit:
+    """Audit one host over a connection the caller opened (and closes): harden rollout verifies with it."""
+    started = time.monotonic()
+    out = HostAudit(host.name, host.address())
+    target = testinfra.host.Host(AuditBackend(transport))
+    setattr(target, ADDRESS_ATTRIBUTE, host.vars.get("ansible_host") or None)
+    interfaces = host.vars.get("inet_interfaces")
+    if interfaces:
+        setattr(target, INTERFACES_ATTRIBUTE,
+                [interfaces] if isinstance(interfaces, str) else [str(i) for i in interfaces])
+    for one in checks:
+        result = check_run(one, target)
+        if result.status == FAIL:
+            waiver, expired = waiver_for(waivers, one.id, host.name, today)
+            if waiver is not None:
+                result.status, result.waiver = WAIVED, waiver
+            elif expired is not None:
+                out.expired.append(expired)
+        out.results.append(result)
     out.seconds = time.monotonic() - started
     return out
 

@@ -56,6 +56,52 @@ def _diff(args: argparse.Namespace) -> int:
     return drift_exit_status(results)
 
 
+def _rollout(args: argparse.Namespace) -> int:
+    import os
+    import signal
+
+    from harden.inventory import inventory_load
+    from harden.rollout import rollout
+    from harden.rollout_report import RolloutReport
+    from harden.waivers import waivers_load
+
+    try:
+        inventory = inventory_load(args.inventory)
+        waivers = waivers_load(Path(args.waivers)) if args.waivers else []
+        total = len(inventory.select(args.limit))
+    except HardenError as exc:
+        print(f"harden: error: {exc}", file=sys.stderr)
+        return 2
+
+    def terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM stops the rollout as Ctrl-C does: hosts in progress finish
+
+    signal.signal(signal.SIGTERM, terminate)
+    report = RolloutReport(total, check=args.check, diff=args.diff, as_json=args.json)
+    try:
+        with report:
+            result = rollout(inventory, args.limit, serial=args.serial, max_fail_percentage=args.max_fail_percentage,
+                             check=args.check, want_diff=args.diff, resume=args.resume,
+                             journal_path=Path(args.journal) if args.journal else None, forks=args.forks,
+                             templates=Path(args.templates) if args.templates else None, waivers=waivers,
+                             events=report)
+    except HardenError as exc:
+        print(f"harden: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # the second one: leave now; the journal has every finished step
+        print("harden: rollout abandoned mid-step; harden rollout --resume continues it", file=sys.stderr)
+        sys.stdout.flush()
+        os._exit(130)
+    report.finish(result)
+    if result.status == "interrupted":
+        return 130
+    if any(h.status == "failed" and h.restored is False for h in result.hosts):
+        return 2
+    if result.status == "halted" or any(h.failed and not h.earlier for h in result.hosts):
+        return 1
+    return 0
+
+
 def _fleet_arguments(parser: argparse.ArgumentParser, done: str) -> None:
     """The inventory, --limit and --forks options every fleet command takes."""
     parser.add_argument("-i", "--inventory", required=True, help="Ansible-style YAML inventory file")
@@ -254,6 +300,40 @@ def build_parser() -> argparse.ArgumentParser:
     dif.add_argument("--json", action="store_true", help="one JSON object per host on stdout, nothing else")
     dif.add_argument("--templates", metavar="DIR", help="site templates, as given to provision")
     dif.set_defaults(run=_diff)
+    roll = sub.add_parser(
+        "rollout",
+        help="push a configuration change to the fleet in batches, verify each host, roll back what fails",
+        description=(
+            "Roll out what the inventory renders (main.cf, master.cf, aliases, access, transport; a new MTA bundle) "
+            "to provisioned hosts in batches: the first batch is the canary, each next batch starts only when the "
+            "one before is healthy, hosts of a batch run in parallel. Per host: snapshot the files about to change "
+            "and the MTA version, write the files atomically, validate with mta postconf and mta check, reload, "
+            "then verify with the audit checks and a live probe (a test message sent through the host must be "
+            "delivered where the inventory says). A host that fails is restored from its snapshot, reloaded and "
+            "verified again. Every step is journaled on this machine (--journal), so --resume continues an "
+            "interrupted rollout without redoing finished hosts. Ctrl-C or SIGTERM: hosts in progress finish, no "
+            "new one starts. Exit status: 0 every host changed or already matched; 1 a host failed (and was "
+            "restored) or the rollout halted; 2 it could not start, or a host could not be restored; 130 "
+            "interrupted."
+        ),
+    )
+    _fleet_arguments(roll, "changed at once within a batch")
+    roll.add_argument("--serial", default="1,10%,100%", metavar="SIZES",
+                      help="batch sizes, counts or percentages of the hosts; the last repeats (default 1,10%%,100%%)")
+    roll.add_argument("--max-fail-percentage", type=int, default=0, metavar="N",
+                      help="halt when more than N%% of a batch fails, unreachable hosts included (default 0: any "
+                           "failure halts; a failure in the canary batch always halts)")
+    roll.add_argument("--check", action="store_true", help="change nothing; report what would change on each host")
+    roll.add_argument("--diff", action="store_true", help="show a unified diff of each file changed")
+    roll.add_argument("--resume", action="store_true",
+                      help="continue the interrupted rollout recorded in the journal (same batches, same change)")
+    roll.add_argument("--journal", metavar="FILE",
+                      help="the rollout journal (default: INVENTORY.rollout.jsonl next to the inventory)")
+    roll.add_argument("--json", action="store_true",
+                      help="one JSON object per host, then {\"rollout\": ...}, on stdout; nothing else")
+    roll.add_argument("--templates", metavar="DIR", help="site templates, as given to provision")
+    roll.add_argument("--waivers", metavar="FILE", help="audit waivers honoured by the verification (as for audit)")
+    roll.set_defaults(run=_rollout)
     _lab_parser(sub)
     return parser
 

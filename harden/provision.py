@@ -293,10 +293,10 @@ def _provision(t: Transport, s: GatewaySettings, files: dict[str, str], bundle: 
         if not done.ok:
             raise HardenError(f"{t.host}: handler `{handler}` failed (exit {done.exit_code}): {done.tail()}")
     if changes:
-        _verify(t, s)
+        service_verify(t, s)
 
 
-def _verify(t: Transport, s: GatewaySettings) -> None:
+def service_verify(t: Transport, s: GatewaySettings) -> None:
     """The MTA runs (its master holds the pid file lock) and smtpd answers 220 on the first listen address."""
     pidfile = shlex.quote(f"{QUEUE_DIRECTORY}/pid/master.pid")
     done = t.run(f"ino=$(stat -c %i {pidfile}) && grep -q \"POSIX *ADVISORY *WRITE .*:$ino \" /proc/locks",

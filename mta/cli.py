@@ -61,8 +61,27 @@ def _add_config_option(parser: argparse.ArgumentParser, default: object) -> None
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Build the top-level parser with one subparser per admin command."""
+def command_named(argv: Sequence[str]) -> str | None:
+    """The subcommand argv names (its first word that is not an option or -c's value), if it is one."""
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word == "-c":
+            skip = True
+        elif not word.startswith("-"):
+            return word if word in COMMANDS else None
+    return None
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """Build the top-level parser with one subparser per admin command.
+
+    + only: import and describe just that command's module; the others get a
+      bare subparser. Each command module costs its import at start-up, and
+      sendmail, postconf and postmap are run often (sendmail by every local
+      program that mails): a command pays only for itself.
+    """
     parser = argparse.ArgumentParser(
         prog="mta",
         description=(
@@ -76,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, module_name in COMMANDS.items():
+        if only is not None and name != only:
+            sub.add_parser(name)
+            continue
         module = importlib.import_module(module_name)
         cmd = sub.add_parser(
             name, help=module.SUMMARY, description=module.__doc__,
@@ -93,8 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mta`` console script."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(command_named(words))
+    args = parser.parse_args(words)
     args.config_dir, args.config_dir_explicit = config_dir_from(args)
     log.setup_stderr(f"mta/{args.command}", verbose=args.verbose)
     try:

@@ -40,23 +40,74 @@ COMPILED = {"hash": ".db", "btree": ".db", "lmdb": ".lmdb", "cdb": ".cdb", "dbm"
 DAEMONS = ("master", "smtpd", "local", "pipe", "virtual")  # /proc/PID/comm of the processes listed
 CACHE_ATTRIBUTE = "_harden_facts"
 
+# For the bundled MTA, its four tool runs (postconf -x, postconf -M, postalias -s, check) share one
+# Python process: each separate run costs a Python start and the MTA's imports, most of the facts' time.
+# Each run's output (by file descriptor: stdout, and stderr for check) comes back between @@@NAME and
+# @@@end NAME, as the separate runs' output would.
+_MTA_TOOLS = r"""
+import os, sys, tempfile
+sys.path.insert(0, sys.argv[1])
+from mta.cli import main
+conf, params = sys.argv[2], sys.argv[3:]
+def run(name, argv, errors=False):
+    with tempfile.TemporaryFile() as out, open(os.devnull, "wb") as null:
+        sys.stdout.flush(); sys.stderr.flush()
+        saved = os.dup(1), os.dup(2)
+        os.dup2(out.fileno(), 1); os.dup2(out.fileno() if errors else null.fileno(), 2)
+        try:
+            rc = main(["-c", conf, *argv])
+        except SystemExit as exc:
+            rc = exc.code if isinstance(exc.code, int) else 1
+        except Exception as exc:
+            print(f"{type(exc).__name__}: {exc}"); rc = 1
+        finally:
+            sys.stdout.flush(); sys.stderr.flush()
+            os.dup2(saved[0], 1); os.dup2(saved[1], 2); os.close(saved[0]); os.close(saved[1])
+        out.seek(0)
+        text = out.read().decode("utf-8", "replace")
+    print(f"@@@{name}"); print(text, end="" if text.endswith("\n") or not text else "\n"); print(f"@@@end {name}")
+    return rc, text
+rc, p = run("params", ["postconf", "-x", *params])
+run("master", ["postconf", "-M"])
+maps = [l.split(" = ", 1)[1] for l in p.splitlines() if l.startswith("alias_maps = ")]
+for table in (maps[0].replace(",", " ").split() if maps else []):
+    if ":" in table:
+        run(f"alias {table}", ["postalias", "-s", table])
+rc, _ = run("check", ["check"], errors=True)
+print(f"@@@checkrc {rc}")
+"""
+
 _SCRIPT = r"""
 C={config}
 if [ -x /usr/local/sbin/mta ] && readlink -f /usr/local/sbin/mta | grep -q '^/opt/mailgate-mta/'; then
-  KIND=mta; PC="/usr/local/sbin/mta -c $C postconf"; PA="/usr/local/sbin/mta -c $C postalias"
-  CHECK="/usr/local/sbin/mta -c $C check"
+  KIND=mta
 elif command -v postconf >/dev/null 2>&1; then
-  KIND=postfix; PC="postconf -c $C"; PA="postalias -c $C"; CHECK="postfix -c $C check"
+  KIND=postfix; PC="postconf -c $C"; PA="postalias -c $C"
 else
   echo "@@kind none"; exit 0
 fi
 echo "@@kind $KIND"
-# One postconf for every parameter (each run of the MTA's tools costs a Python start on the host).
-P=$($PC -x {params} 2>/dev/null)
+words() {{ tr ', \t' '\n\n\n'; }}
+if [ $KIND = mta ]; then
+  LIB=$(dirname "$(dirname "$(readlink -f /usr/local/sbin/mta)")")/lib
+  OUT=$(cd / && /usr/bin/python3 -I -c {mta_tools} "$LIB" "$C" {params} 2>&1)
+  sect() {{ printf '%s\n' "$OUT" | awk -v s="@@@$1" -v e="@@@end $1" '$0 == e {{ f = 0 }} f {{ print }} $0 == s {{ f = 1 }}'; }}
+  P=$(sect params)
+  MASTER=$(sect master)
+  ALIASES=$(printf '%s\n' "$OUT" | sed -n 's/^@@@alias //p' | while read -r t; do echo "#table $t"; sect "alias $t"; done)
+  CHECKOUT=$(sect check)
+  CHECKRC=$(printf '%s\n' "$OUT" | sed -n 's/^@@@checkrc //p'); CHECKRC=${{CHECKRC:-1}}
+else
+  # One postconf for every parameter (each run of a tool is a process start).
+  P=$($PC -x {params} 2>/dev/null)
+  MASTER=$($PC -M 2>/dev/null)
+  ALIASES=$(for t in $(printf '%s\n' "$P" | sed -n "s/^alias_maps = //p" | words | grep ':'); do
+    echo "#table $t"; $PA -s "$t" 2>/dev/null; done)
+  CHECKOUT=$(postfix -c $C check 2>&1); CHECKRC=$?
+fi
 echo "@@params"; printf '%s\n' "$P"
 val() {{ printf '%s\n' "$P" | sed -n "s/^$1 = //p"; }}
-words() {{ tr ', \t' '\n\n\n'; }}
-echo "@@master"; $PC -M 2>/dev/null
+echo "@@master"; printf '%s\n' "$MASTER"
 Q=$(val queue_directory)
 TABLES=$(for n in alias_maps alias_database smtpd_client_restrictions smtpd_helo_restrictions \
   smtpd_sender_restrictions smtpd_relay_restrictions smtpd_recipient_restrictions; do val $n; done \
@@ -74,8 +125,7 @@ for f in {etc_files}; do if [ -e "/etc/$f" ] && [ -e "$Q/etc/$f" ] && ! cmp -s "
 echo "@@hostfiles"
 for f in {etc_files}; do [ -e "/etc/$f" ] && echo "etc/$f"; done
 for d in /lib/*-linux-gnu; do [ -d "$d" ] || continue; a=${{d##*/}}; for p in {lib_patterns}; do for l in $d/$p; do [ -e "$l" ] && echo "lib/$a/${{l##*/}}"; done; done; done
-echo "@@aliases"
-for t in $(val alias_maps | words | grep ':'); do echo "#table $t"; $PA -s "$t" 2>/dev/null; done
+echo "@@aliases"; printf '%s\n' "$ALIASES"
 echo "@@passwd"; getent passwd
 echo "@@logindefs"; grep -E '^(UID_MIN|SYS_UID_MAX)[[:space:]]' /etc/login.defs 2>/dev/null
 # Hold one SMTP session open (past its greeting) while the processes are listed, so an smtpd runs.
@@ -87,14 +137,14 @@ for p in /proc/[0-9]*; do c=$(cat $p/comm 2>/dev/null) || continue
 done
 exec 3<&- 2>/dev/null
 echo "@@listen"; ss -Hltnp 2>/dev/null | grep 'users:' | awk '{{print $4}}'
-echo "@@check"; $CHECK 2>&1; echo "@@checkrc $?"
+echo "@@check"; [ -n "$CHECKOUT" ] && printf '%s\n' "$CHECKOUT"; echo "@@checkrc $CHECKRC"
 """
 
 
 def facts_script(config_directory: str = CONFIG_DIRECTORY) -> str:
     """The one command that gathers a host's facts (bash; runs as root)."""
     return _SCRIPT.format(
-        config=shlex.quote(config_directory), params=" ".join(PARAMETERS), tops=" ".join(JAIL_TOPS),
+        config=shlex.quote(config_directory), params=" ".join(PARAMETERS), mta_tools=shlex.quote(_MTA_TOOLS), tops=" ".join(JAIL_TOPS),
         types="\\|".join(COMPILED), suffixes=" ".join(sorted(set(COMPILED.values()))),
         etc_files=" ".join(ETC_FILES), lib_patterns=" ".join(LIB_PATTERNS), daemons=" ".join(DAEMONS))
 

@@ -52,3 +52,15 @@ def test_unknown_command_is_a_usage_error() -> None:
     result = subprocess.run([sys.executable, "-m", "mta", "nosuch"], capture_output=True, text=True)
     assert result.returncode == 2
     assert "invalid choice" in result.stderr
+
+
+def test_a_command_imports_only_its_own_module() -> None:
+    from mta.cli import command_named
+
+    assert command_named(["-c", "/etc/postfix", "check"]) == "check"
+    assert command_named(["-v", "postconf", "-n"]) == "postconf"
+    assert command_named(["--help"]) is None and command_named(["nosuch"]) is None
+    code = ("import sys; from mta.cli import build_parser; build_parser('check'); "
+            "print(sorted(m for m in sys.modules if m.startswith('mta.commands.')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "['mta.commands.check']"
