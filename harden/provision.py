@@ -116,7 +116,10 @@ def host_facts(t: Transport, s: GatewaySettings) -> dict[str, str]:
     pidfile = q(f"{QUEUE_DIRECTORY}/pid/master.pid")
     links = " ".join(q(p) for p in bundle_mod.LINKS)
     script = (
-        "echo python=$(/usr/bin/python3 -c 'import sys; print(int(sys.version_info >= (3, 11)))' 2>/dev/null); "
+        # The version from the interpreter's name (python3 -> python3.11) costs no Python start.
+        "v=$(readlink -f /usr/bin/python3 2>/dev/null); case ${v##*/python} in 3.1[1-9]|3.[2-9][0-9]) echo python=1;; "
+        "3.*) echo python=0;; *) echo python=$(/usr/bin/python3 -c 'import sys; print(int(sys.version_info >= (3, 11)))'"
+        " 2>/dev/null);; esac; "
         f"echo root_alias=$(getent passwd {q(s.root_alias)} | cut -d: -f3); "
         f"echo mail_owner=$(getent passwd {q(s.mail_owner)} | cut -d: -f3); "
         "echo postdrop=$(getent group postdrop | cut -d: -f3); "

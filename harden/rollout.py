@@ -454,8 +454,10 @@ class _HostRun:
         token = f"{self.ctx.rollout_id}.{uuid.uuid4().hex[:8]}"
         queue_id = probe_send(probe_address(s, self.host.address()), plan, token, self.host.name)
         audited = audit_run(self.host, t, self.ctx.checks, self.ctx.waivers, self.ctx.today)
-        self.result.audit = {status: audited.count(status) for status in STATUSES}
-        self.result.probe = probe_wait(t, s.maillog_file, offset, queue_id, plan, self.ctx.probe_timeout)
+        delivered = probe_wait(t, s.maillog_file, offset, queue_id, plan, self.ctx.probe_timeout)
+        if not restored:  # the result reports the change's verification, not the restored state's
+            self.result.audit = {status: audited.count(status) for status in STATUSES}
+            self.result.probe = delivered
         bad = [f"{r.check.id}: {r.message}" for r in audited.results if r.status in (FAIL, ERROR)]
         if bad:
             raise HardenError(f"{t.host}: verify: the audit failed: " + "; ".join(bad[:5])
