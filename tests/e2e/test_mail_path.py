@@ -105,8 +105,9 @@ def test_tempfail_defers_then_flush_delivers(make_mta, scratch: Path) -> None:  
     assert "status=deferred" in mta.log()
     flag.unlink()
     mta.run("flush")
-    wait_for(lambda: (scratch / "delivered").exists(), what="delivery after flush")
-    assert b"eventually" in (scratch / "delivered").read_bytes()
+    # The command creates the file before it writes the message: wait for the content, not the file.
+    delivered = scratch / "delivered"
+    wait_for(lambda: delivered.exists() and b"eventually" in delivered.read_bytes(), what="delivery after flush")
     wait_for(lambda: mta.queue_files("deferred") == [], what="deferred queue to empty")
 
 
