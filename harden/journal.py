@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from harden.errors import HardenError
+from mta.queue import fsync_dir
 
 JOURNAL_VERSION = 1
 SUFFIX = ".rollout.jsonl"
@@ -161,7 +162,7 @@ class Journal:
             raise JournalError(f"{path}: another rollout of this inventory has just started") from None
         journal = cls(path, fd)
         journal.append(dict(start, type="start", version=JOURNAL_VERSION))
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         return journal
 
     @classmethod
@@ -210,10 +211,3 @@ class Journal:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

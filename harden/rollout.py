@@ -111,7 +111,6 @@ from harden.provision import (
 from harden.render import CONFIG_DIRECTORY, gateway_files, template_environment
 from harden.settings import GatewaySettings, settings_from_host
 from harden.transport import Transport, transport_for
-from harden.transport.base import file_get
 from harden.waivers import Waiver
 
 DEFAULT_SERIAL = "1,10%,100%"
@@ -324,13 +323,13 @@ class _HostRun:
                               "run harden provision)")
         changed = [n for n in files if facts.get(f"file:{n}") != file_state(files[n])]
         new_bundle = facts["version"] != self.ctx.bundle.version
-        self.result.changes = [Change("file", f"{CONFIG_DIRECTORY}/{n}") for n in changed]
+        file_changes = {n: Change("file", f"{CONFIG_DIRECTORY}/{n}") for n in changed}
+        self.result.changes = list(file_changes.values())
         if new_bundle:
             self.result.changes.insert(0, Change("bundle", f"MTA {facts['version']} -> {self.ctx.bundle.version}"))
         if self.ctx.check:
-            if self.ctx.want_diff:
-                for change, n in zip(self.result.changes[1 if new_bundle else 0:], changed):
-                    change.diff = config_diff(n, file_get(t, f"{CONFIG_DIRECTORY}/{n}"), files[n])
+            if self.ctx.want_diff:  # the snapshot's read, one command for every file; nothing is kept
+                self._diffs(file_changes, self._snapshot_take(t, changed, facts), files)
             return "changed" if self.result.changes else "ok"
         if self.snapshot is None:
             if not self.result.changes:
@@ -342,9 +341,7 @@ class _HostRun:
             self._took("snapshot", started)
         try:
             if self.ctx.want_diff:
-                for change, n in zip(self.result.changes[1 if new_bundle else 0:], changed):
-                    old = self.snapshot["files"].get(n)
-                    change.diff = config_diff(n, None if old is None else old["data"].encode("latin-1"), files[n])
+                self._diffs(file_changes, self.snapshot, files)
             reload_needed = bool(self.result.changes) or (self.entry is not None and self.entry.step != "reloaded")
             if self.result.changes:
                 started = self._step("apply")
@@ -368,6 +365,13 @@ class _HostRun:
         self._done("changed")
         return "changed"
 
+    @staticmethod
+    def _diffs(changes: dict[str, Change], snapshot: dict[str, Any], files: dict[str, str]) -> None:
+        """Each changed file's unified diff, from its content in snapshot to the rendered one."""
+        for n, change in changes.items():
+            old = snapshot["files"].get(n)
+            change.diff = config_diff(n, None if old is None else old["data"].encode("latin-1"), files[n])
+
     def _snapshot_take(self, t: Transport, names: list[str], facts: dict[str, str]) -> dict[str, Any]:
         """The current content, owner and mode of names on the host, and the MTA version."""
         q = shlex.quote
@@ -387,7 +391,7 @@ class _HostRun:
         missing = [n for n in names if n not in snap_files]
         if missing:
             raise HardenError(f"{t.host}: snapshot: could not read {', '.join(missing)}")
-        return {"files": snap_files, "version": facts.get("version", ""), "running": facts.get("running") == "1"}
+        return {"files": snap_files, "version": facts.get("version", "")}
 
     def _apply(self, t: Transport, files: dict[str, str], new_bundle: bool) -> None:
         """Install the bundle if new, write the files atomically, rebuild their tables, validate."""
@@ -727,9 +731,6 @@ def _run(inventory: Inventory, batches: list[list[str]], state: JournalState | N
                 f": {failed} of {len(batch)} host(s) failed" + \
                 ("" if index == 1 else f" ({100 * failed / len(batch):.0f}% > {max_fail}%)")
             break
-    else:
-        if ctx.stop.is_set() and status != "checked":
-            status = "interrupted"
     if ctx.stop.is_set() and status == "finished":
         status = "interrupted"
     if status == "interrupted":

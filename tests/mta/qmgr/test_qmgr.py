@@ -56,6 +56,16 @@ def idle(manager: Qmgr) -> None:
     assert manager.wait_idle(15), "qmgr did not become idle"
 
 
+def retry_with_bounce(manager: Qmgr, qdir: Path) -> None:
+    """Start the bounce daemon, wake qmgr for another pass over its queue, wait until idle, stop the daemon."""
+    service = bounce_start(qdir)
+    try:
+        manager.trigger(b"A")
+        idle(manager)
+    finally:
+        service.stop()
+
+
 def dsn_of(cleanup: FakeCleanup, index: int = 0) -> email.message.Message:
     request, content = cleanup.submitted[index]
     assert request["sender"] == ""
@@ -368,12 +378,7 @@ def test_bounce_service_down_keeps_the_bounce_log_and_defers(
     assert bounce_log.log_exists(qdir, bounce_log.BOUNCE, qid)
     assert (f"{qid}: sender non-delivery notification failed: bounce service: "
             "[Errno 2] No such file or directory") in caplog.text
-    service = bounce_start(qdir)
-    try:
-        manager.trigger(b"A")
-        idle(manager)
-    finally:
-        service.stop()
+    retry_with_bounce(manager, qdir)
     assert len(agent.requests) == 1  # the recipient was done; only the notification was pending
     assert len(cleanup.submitted) == 1 and files(qdir, queue.DEFERRED) == []
     assert f"{qid}: sender non-delivery notification: B0B000000001" in caplog.text
@@ -465,10 +470,5 @@ def test_delay_warning_is_retried_when_the_defer_service_fails(
     idle(manager)
     assert f"{qid}: sender delay notification failed: defer service:" in caplog.text
     assert warn_time_of(qdir, qid) == int(arrival + 1)  # not sent, so not recorded as sent
-    service = bounce_start(qdir)
-    try:
-        manager.trigger(b"A")
-        idle(manager)
-    finally:
-        service.stop()
+    retry_with_bounce(manager, qdir)
     assert len(delay_warnings(cleanup)) == 1 and warn_time_of(qdir, qid) == 0
