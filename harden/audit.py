@@ -31,6 +31,8 @@ import testinfra.host
 from testinfra.backend.base import BaseBackend, CommandResult
 
 from harden.checks import Check, checks_all
+from harden.checks.facts import CACHE_ATTRIBUTE as FACTS_ATTRIBUTE
+from harden.checks.facts import facts_command, facts_parse
 from harden.checks.probe import ADDRESS_ATTRIBUTE
 from harden.checks.test_smtp import INTERFACES_ATTRIBUTE
 from harden.errors import HardenError
@@ -117,11 +119,21 @@ def audit_host(host: Host, checks: list[Check], waivers: list[Waiver], today: da
     return out
 
 
-def audit_run(host: Host, transport: Transport, checks: list[Check], waivers: list[Waiver], today: date) -> HostAudit:
-    """Audit one host over a connection the caller opened (and closes): harden rollout verifies with it."""
+def audit_run(host: Host, transport: Transport, checks: list[Check], waivers: list[Waiver], today: date,
+              tools_output: str | None = None) -> HostAudit:
+    """Audit one host over a connection the caller opened (and closes): harden rollout verifies with it.
+
+    + tools_output: what the bundled MTA's tools (facts.tools_command) said
+      of the configuration now on the host, read by the caller under the
+      same files (the rollout's validation): the facts reuse it instead of
+      running the tools again.
+    """
     started = time.monotonic()
     out = HostAudit(host.name, host.address())
     target = testinfra.host.Host(AuditBackend(transport))
+    if tools_output is not None:
+        gathered = transport.run(facts_command(tools_given=True), check=False, stdin=tools_output.encode())
+        setattr(target, FACTS_ATTRIBUTE, facts_parse(gathered.stdout))
     setattr(target, ADDRESS_ATTRIBUTE, host.vars.get("ansible_host") or None)
     interfaces = host.vars.get("inet_interfaces")
     if interfaces:

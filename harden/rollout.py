@@ -22,12 +22,17 @@ PER HOST (each step one SSH command on one connection):
    stays installed), then every changed file written to a temporary name
    and renamed over the old one (atomic per file), the changed tables
    rebuilt (newaliases, postmap), and the result validated on the host
-   with ``mta postconf`` and ``mta check`` before anything is reloaded.
+   by the MTA's own tools before anything is reloaded: ``postconf`` and
+   ``postconf -M`` (main.cf and master.cf load), ``postalias -s`` (the
+   alias tables read) and ``check``, in one process.
 4. reload: ``mta reload`` (a restart for a new bundle; systemctl where
    systemd runs), then the MTA must hold its pid lock and smtpd must greet
    with 220 within 30 s.
 5. verify: every audit check (harden.checks; a check that does not apply
-   skips itself) over the same connection, and a live probe
+   skips itself) over the same connection, their configuration facts
+   taken from the apply's validation (the same files, not read twice) and
+   everything else (modes, owners, the jail, processes, listeners, SMTP)
+   read after the reload, and a live probe
    (harden.delivery_probe): a test message sent through the host must be
    delivered where the inventory says. A failed check or a probe not
    delivered fails the host.
@@ -83,6 +88,7 @@ from typing import Any, Callable, Protocol, Sequence
 from harden import bundle as bundle_mod
 from harden.audit import ERROR, FAIL, STATUSES, audit_run
 from harden.checks import Check, checks_all
+from harden.checks.facts import tools_command, tools_errors
 from harden.delivery_probe import (
     ANYWHERE,
     PROBE_SECONDS,
@@ -115,6 +121,7 @@ from harden.waivers import Waiver
 
 DEFAULT_SERIAL = "1,10%,100%"
 HOST_LOCK = "/run/mailgate-rollout.lock"
+_TOOLS_BEGIN, _TOOLS_END = "@@tools-output", "@@tools-output-end"  # around the validation's output
 LOCK_SECONDS = 60  # how long a step waits for the host's rollout lock
 RECONNECT_TRIES = 3  # to restore a host whose connection was lost
 RECONNECT_PAUSE = 2.0
@@ -300,6 +307,7 @@ class _HostRun:
         self.snapshot: dict[str, Any] | None = self.entry.snapshot if self.entry else None
         self.done_recorded = False
         self.facts: dict[str, str] = {}
+        self.tools_output: str | None = None  # the apply's validation output, for the verification's audit
 
     def _step(self, name: str) -> float:
         self.ctx.events.host_step(self.host.name, name)
@@ -394,17 +402,29 @@ class _HostRun:
         return {"files": snap_files, "version": facts.get("version", "")}
 
     def _apply(self, t: Transport, files: dict[str, str], new_bundle: bool) -> None:
-        """Install the bundle if new, write the files atomically, rebuild their tables, validate."""
+        """Install the bundle if new, write the files atomically, rebuild their tables, validate.
+
+        The validation is the MTA's own reading of the files: postconf
+        (main.cf), postconf -M (master.cf), postalias -s (the alias tables)
+        and check, any failure refusing the change. They run in one process
+        (facts.tools_command), and their output is kept: the verification's
+        audit reuses it rather than reading the same files again.
+        """
         if new_bundle:
             bundle_mod.bundle_install(t, self.ctx.bundle)
-        mta = f"{MTA} -c {CONFIG_DIRECTORY}"
         script = self._write_script(list(files)) + (
-            "; echo '@@stage mta postconf'; " + f"{mta} postconf >/dev/null"
-            "; echo '@@stage mta check'; " + f"{mta} check")
+            f"; echo '@@stage mta postconf, postalias, check'; echo {_TOOLS_BEGIN}; {tools_command()}; "
+            f"echo {_TOOLS_END}")
         done = t.run(_locked(script), check=False, stdin=_tar({n: v.encode() for n, v in files.items()}),
                      timeout=120)
         if not done.ok:
             raise _stage_failed(t.host, "apply", done.stdout + done.stderr)
+        _, _, rest = done.stdout.partition(f"{_TOOLS_BEGIN}\n")
+        output, ended, _ = rest.partition(f"{_TOOLS_END}\n")
+        errors = tools_errors(output) if ended else ["the MTA's tools gave no output"]
+        if errors:
+            raise HardenError(f"{t.host}: apply: the host refuses the new configuration: " + "; ".join(errors))
+        self.tools_output = output
 
     @staticmethod
     def _write_script(names: list[str], modes: dict[str, tuple[str, str, str]] | None = None,
@@ -457,7 +477,8 @@ class _HostRun:
         offset = log_size(t, s.maillog_file)
         token = f"{self.ctx.rollout_id}.{uuid.uuid4().hex[:8]}"
         queue_id = probe_send(probe_address(s, self.host.address()), plan, token, self.host.name)
-        audited = audit_run(self.host, t, self.ctx.checks, self.ctx.waivers, self.ctx.today)
+        audited = audit_run(self.host, t, self.ctx.checks, self.ctx.waivers, self.ctx.today,
+                            None if restored else self.tools_output)
         delivered = probe_wait(t, s.maillog_file, offset, queue_id, plan, self.ctx.probe_timeout)
         if not restored:  # the result reports the change's verification, not the restored state's
             self.result.audit = {status: audited.count(status) for status in STATUSES}

@@ -15,6 +15,9 @@ Host object, so every check of a run reuses them.
 
 Both runners use it: under ``harden audit`` the command travels over the
 audit's own SSH connection; under plain pytest it is one ``host.run``.
+``harden rollout`` runs the MTA's tools (tools_command) as the validation of
+what it wrote, and its verification's facts take their output on standard
+input (tools_given) instead of running them again.
 """
 
 from __future__ import annotations
@@ -42,95 +45,135 @@ CACHE_ATTRIBUTE = "_harden_facts"
 
 # For the bundled MTA, its four tool runs (postconf -x, postconf -M, postalias -s, check) share one
 # Python process: each separate run costs a Python start and the MTA's imports, most of the facts' time.
-# Each run's output (by file descriptor: stdout, and stderr for check) comes back between @@@NAME and
-# @@@end NAME, as the separate runs' output would.
+# Each run's standard output (and its standard error, for check) comes back between @@@NAME and
+# @@@end NAME, as the separate runs' output would, then @@@rc NAME STATUS; a run that failed adds its
+# standard error between @@@stderr NAME and @@@end stderr NAME. harden rollout runs the same command
+# to validate what it wrote, and hands the output to the audit that follows (tools_given).
 _MTA_TOOLS = r"""
 import os, sys, tempfile
 sys.path.insert(0, sys.argv[1])
 from mta.cli import main
 conf, params = sys.argv[2], sys.argv[3:]
+def section(name, text):
+    print(f"@@@{name}"); print(text, end="" if text.endswith("\n") or not text else "\n"); print(f"@@@end {name}")
 def run(name, argv, errors=False):
-    with tempfile.TemporaryFile() as out, open(os.devnull, "wb") as null:
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         sys.stdout.flush(); sys.stderr.flush()
         saved = os.dup(1), os.dup(2)
-        os.dup2(out.fileno(), 1); os.dup2(out.fileno() if errors else null.fileno(), 2)
+        os.dup2(out.fileno(), 1); os.dup2(out.fileno() if errors else err.fileno(), 2)
         try:
-            rc = main(["-c", conf, *argv])
+            rc = main(["-c", conf, *argv]) or 0
         except SystemExit as exc:
             rc = exc.code if isinstance(exc.code, int) else 1
         except Exception as exc:
-            print(f"{type(exc).__name__}: {exc}"); rc = 1
+            print(f"{type(exc).__name__}: {exc}", file=sys.stderr); rc = 1
         finally:
             sys.stdout.flush(); sys.stderr.flush()
             os.dup2(saved[0], 1); os.dup2(saved[1], 2); os.close(saved[0]); os.close(saved[1])
-        out.seek(0)
-        text = out.read().decode("utf-8", "replace")
-    print(f"@@@{name}"); print(text, end="" if text.endswith("\n") or not text else "\n"); print(f"@@@end {name}")
-    return rc, text
-rc, p = run("params", ["postconf", "-x", *params])
+        out.seek(0); err.seek(0)
+        text, problems = (f.read().decode("utf-8", "replace") for f in (out, err))
+    section(name, text)
+    if rc and problems:
+        section(f"stderr {name}", problems)
+    print(f"@@@rc {name} {rc}")
+    return text
+p = run("params", ["postconf", "-x", *params])
 run("master", ["postconf", "-M"])
 maps = [l.split(" = ", 1)[1] for l in p.splitlines() if l.startswith("alias_maps = ")]
 for table in (maps[0].replace(",", " ").split() if maps else []):
     if ":" in table:
         run(f"alias {table}", ["postalias", "-s", table])
-rc, _ = run("check", ["check"], errors=True)
-print(f"@@@checkrc {rc}")
+run("check", ["check"], errors=True)
 """
 
+# The bundled MTA's library directory, from the command's link (/opt/mailgate-mta/VERSION/bin/mta).
+_TOOLS_RUN = ('L=$(readlink -f /usr/local/sbin/mta); L=${{L%/*}}; '
+              '(cd / && /usr/bin/python3 -I -c {tools} "${{L%/*}}/lib" {config} {params} 2>&1)')
+
+# Fork-lean: each process started costs the host about a millisecond of CPU, and a rollout runs
+# this on every host it verifies, so parsing is done with bash builtins; what is left is the MTA's
+# tools (one Python), one stat, one find, one md5sum, getent, ss and a readlink per daemon.
 _SCRIPT = r"""
 C={config}
-if [ -x /usr/local/sbin/mta ] && readlink -f /usr/local/sbin/mta | grep -q '^/opt/mailgate-mta/'; then
-  KIND=mta
-elif command -v postconf >/dev/null 2>&1; then
+KIND=; L=$(readlink -f /usr/local/sbin/mta 2>/dev/null)
+case $L in /opt/mailgate-mta/*) [ -x /usr/local/sbin/mta ] && KIND=mta;; esac
+if [ -z "$KIND" ] && command -v postconf >/dev/null 2>&1; then
   KIND=postfix; PC="postconf -c $C"; PA="postalias -c $C"
-else
-  echo "@@kind none"; exit 0
 fi
+[ -n "$KIND" ] || {{ echo "@@kind none"; exit 0; }}
 echo "@@kind $KIND"
-words() {{ tr ', \t' '\n\n\n'; }}
 if [ $KIND = mta ]; then
-  LIB=$(dirname "$(dirname "$(readlink -f /usr/local/sbin/mta)")")/lib
-  OUT=$(cd / && /usr/bin/python3 -I -c {mta_tools} "$LIB" "$C" {params} 2>&1)
-  sect() {{ printf '%s\n' "$OUT" | awk -v s="@@@$1" -v e="@@@end $1" '$0 == e {{ f = 0 }} f {{ print }} $0 == s {{ f = 1 }}'; }}
-  P=$(sect params)
-  MASTER=$(sect master)
-  ALIASES=$(printf '%s\n' "$OUT" | sed -n 's/^@@@alias //p' | while read -r t; do echo "#table $t"; sect "alias $t"; done)
-  CHECKOUT=$(sect check)
-  CHECKRC=$(printf '%s\n' "$OUT" | sed -n 's/^@@@checkrc //p'); CHECKRC=${{CHECKRC:-1}}
+  if [ {given} = 1 ]; then IFS= read -r -d '' OUT || true; else OUT=$({tools_run}); fi
+  P=; MASTER=; ALIASES=; CHECKOUT=; CHECKRC=1; sec=
+  while IFS= read -r l; do
+    case $l in
+      "@@@end "*) sec= ;;
+      "@@@rc check "*) CHECKRC=${{l##* }} ;;
+      "@@@rc "*) ;;
+      "@@@alias "*) sec=alias; ALIASES+="#table ${{l#@@@alias }}"$'\n' ;;
+      "@@@"*) sec=${{l#@@@}} ;;
+      *) case $sec in
+           params) P+=$l$'\n' ;;
+           master) MASTER+=$l$'\n' ;;
+           alias) ALIASES+=$l$'\n' ;;
+           check) CHECKOUT+=$l$'\n' ;;
+         esac ;;
+    esac
+  done <<< "$OUT"
 else
   # One postconf for every parameter (each run of a tool is a process start).
   P=$($PC -x {params} 2>/dev/null)
   MASTER=$($PC -M 2>/dev/null)
-  ALIASES=$(for t in $(printf '%s\n' "$P" | sed -n "s/^alias_maps = //p" | words | grep ':'); do
-    echo "#table $t"; $PA -s "$t" 2>/dev/null; done)
   CHECKOUT=$(postfix -c $C check 2>&1); CHECKRC=$?
 fi
 echo "@@params"; printf '%s\n' "$P"
-val() {{ printf '%s\n' "$P" | sed -n "s/^$1 = //p"; }}
+declare -A V
+while IFS= read -r l; do case $l in *" = "*) V[${{l%% = *}}]=${{l#* = }};; esac; done <<< "$P"
+if [ $KIND = postfix ]; then
+  ALIASES=$(set -f; for t in ${{V[alias_maps]//,/ }}; do
+    case $t in *:*) echo "#table $t"; $PA -s "$t" 2>/dev/null;; esac; done)
+fi
 echo "@@master"; printf '%s\n' "$MASTER"
-Q=$(val queue_directory)
-TABLES=$(for n in alias_maps alias_database smtpd_client_restrictions smtpd_helo_restrictions \
-  smtpd_sender_restrictions smtpd_relay_restrictions smtpd_recipient_restrictions; do val $n; done \
-  | words | sed -n 's/^\({types}\):\(.*\)/\1:\2/p' | sort -u)
-echo "@@tables"; echo "$TABLES"
+Q=${{V[queue_directory]}}
+set -f
+declare -A SEEN; TABLES=
+for n in alias_maps alias_database smtpd_client_restrictions smtpd_helo_restrictions \
+  smtpd_sender_restrictions smtpd_relay_restrictions smtpd_recipient_restrictions; do
+  for w in ${{V[$n]//,/ }}; do
+    case $w in {types}) [ -n "${{SEEN[$w]}}" ] || {{ SEEN[$w]=1; TABLES+=$w$'\n'; }};; esac
+  done
+done
+echo "@@tables"; printf '%s' "$TABLES"
 echo "@@stat"
 FILES="$C $C/main.cf $C/master.cf $Q"
 for t in $TABLES; do f=${{t#*:}}; FILES="$FILES $f"; for s in {suffixes}; do FILES="$FILES $f$s"; done; done
 for d in active bounce corrupt defer deferred flush hold incoming maildrop pid private public saved trace; do FILES="$FILES $Q/$d"; done
 stat -c '%n|%u|%g|%U|%G|%a|%F|%Y' $FILES 2>/dev/null
+A=; for w in ${{V[inet_interfaces]//,/ }}; do case $w in [0-9]*) A=$w; break;; esac; done; A=${{A:-127.0.0.1}}
+set +f
 echo "@@jail"
-cd "$Q" 2>/dev/null && for top in {tops}; do [ -e "$top" ] && find "$top" -printf '%p|%U|%G|%u|%g|%m|%y\n'; done
+if cd "$Q" 2>/dev/null; then
+  T=; for top in {tops}; do [ -e "$top" ] && T="$T $top"; done
+  [ -n "$T" ] && find $T -printf '%p|%U|%G|%u|%g|%m|%y\n'
+fi
 echo "@@jaildiff"
-for f in {etc_files}; do if [ -e "/etc/$f" ] && [ -e "$Q/etc/$f" ] && ! cmp -s "/etc/$f" "$Q/etc/$f"; then echo "etc/$f"; fi; done
+S=; for f in {etc_files}; do [ -e "/etc/$f" ] && [ -e "$Q/etc/$f" ] && S="$S /etc/$f $Q/etc/$f"; done
+if [ -n "$S" ]; then
+  declare -A H; SUMS=$(md5sum $S 2>/dev/null)
+  while read -r h p; do H[$p]=$h; done <<< "$SUMS"
+  for f in {etc_files}; do
+    if [ -e "/etc/$f" ] && [ -e "$Q/etc/$f" ] && [ "${{H[/etc/$f]:-x}}" != "${{H[$Q/etc/$f]:-y}}" ]; then echo "etc/$f"; fi
+  done
+fi
 echo "@@hostfiles"
 for f in {etc_files}; do [ -e "/etc/$f" ] && echo "etc/$f"; done
 for d in /lib/*-linux-gnu; do [ -d "$d" ] || continue; a=${{d##*/}}; for p in {lib_patterns}; do for l in $d/$p; do [ -e "$l" ] && echo "lib/$a/${{l##*/}}"; done; done; done
 echo "@@aliases"; printf '%s\n' "$ALIASES"
 echo "@@passwd"; getent passwd
-echo "@@logindefs"; grep -E '^(UID_MIN|SYS_UID_MAX)[[:space:]]' /etc/login.defs 2>/dev/null
+echo "@@logindefs"
+while read -r k v _; do case $k in UID_MIN|SYS_UID_MAX) echo "$k $v";; esac; done < /etc/login.defs 2>/dev/null
 # Hold one SMTP session open (past its greeting) while the processes are listed, so an smtpd runs.
-A=$(val inet_interfaces | words | grep -E '^[0-9]' | head -n 1); A=${{A:-127.0.0.1}}
-if exec 3<>"/dev/tcp/$A/25"; then timeout 5 head -c 4 <&3 >/dev/null; fi 2>/dev/null
+if exec 3<>"/dev/tcp/$A/25"; then read -r -t 5 -u 3 _; fi 2>/dev/null
 echo "@@procs"
 # Builtins only, but for readlink on the few daemons: a fork per process would cost more than the rest.
 for p in /proc/[0-9]*; do read -r c < $p/comm 2>/dev/null || continue
@@ -139,17 +182,80 @@ for p in /proc/[0-9]*; do read -r c < $p/comm 2>/dev/null || continue
     echo "${{p#/proc/}}|$c|$u|$(readlink $p/root 2>/dev/null)";; esac
 done
 exec 3<&- 2>/dev/null
-echo "@@listen"; ss -Hltnp 2>/dev/null | grep 'users:' | awk '{{print $4}}'
+echo "@@listen"; LISTEN=$(ss -Hltnp 2>/dev/null)
+while read -r _ _ _ local _ rest; do case $rest in *users:*) echo "$local";; esac; done <<< "$LISTEN"
 echo "@@check"; [ -n "$CHECKOUT" ] && printf '%s\n' "$CHECKOUT"; echo "@@checkrc $CHECKRC"
 """
 
 
-def facts_script(config_directory: str = CONFIG_DIRECTORY) -> str:
-    """The one command that gathers a host's facts (bash; runs as root)."""
+def tools_command(config_directory: str = CONFIG_DIRECTORY) -> str:
+    """Shell: the bundled MTA's postconf -x, postconf -M, postalias -s and check, in one Python process."""
+    return _TOOLS_RUN.format(tools=shlex.quote(_MTA_TOOLS), config=shlex.quote(config_directory),
+                             params=" ".join(PARAMETERS))
+
+
+def facts_script(config_directory: str = CONFIG_DIRECTORY, tools_given: bool = False) -> str:
+    """The one command that gathers a host's facts (bash; runs as root).
+
+    + tools_given: the bundled MTA's tools output (tools_command, run
+      earlier on the same files) comes on standard input instead of being
+      run again.
+    """
     return _SCRIPT.format(
-        config=shlex.quote(config_directory), params=" ".join(PARAMETERS), mta_tools=shlex.quote(_MTA_TOOLS), tops=" ".join(JAIL_TOPS),
-        types="\\|".join(COMPILED), suffixes=" ".join(sorted(set(COMPILED.values()))),
+        config=shlex.quote(config_directory), params=" ".join(PARAMETERS), tools_run=tools_command(config_directory),
+        given=int(tools_given), tops=" ".join(JAIL_TOPS), types="|".join(f"{t}:*" for t in COMPILED),
+        suffixes=" ".join(sorted(set(COMPILED.values()))),
         etc_files=" ".join(ETC_FILES), lib_patterns=" ".join(LIB_PATTERNS), daemons=" ".join(DAEMONS))
+
+
+def facts_command(config_directory: str = CONFIG_DIRECTORY, tools_given: bool = False) -> str:
+    """facts_script as one command line for the host's login shell."""
+    return "bash -c " + shlex.quote(facts_script(config_directory, tools_given))
+
+
+@dataclass(frozen=True)
+class ToolRun:
+    """One run of an MTA tool within tools_command: exit status, output, and standard error if it failed."""
+
+    status: int
+    output: str = ""
+    errors: str = ""
+
+
+def tools_parse(output: str) -> dict[str, ToolRun]:
+    """tools_command's output, by run name (params, master, alias TYPE:NAME, check); a run without status is left out."""
+    sections: dict[str, list[str]] = {}
+    status: dict[str, int] = {}
+    current: str | None = None
+    for line in output.splitlines():
+        if current is not None and line == f"@@@end {current}":
+            current = None
+        elif current is not None:
+            sections[current].append(line)
+        elif line.startswith("@@@rc "):
+            name, _, rc = line[6:].rpartition(" ")
+            status[name] = int(rc) if rc.lstrip("-").isdigit() else 1
+        elif line.startswith("@@@") and not line.startswith("@@@end "):
+            current = line[3:]
+            sections[current] = []
+    return {name: ToolRun(rc, "\n".join(sections.get(name, [])), "\n".join(sections.get(f"stderr {name}", [])))
+            for name, rc in status.items()}
+
+
+def tools_errors(output: str) -> list[str]:
+    """What tools_command's output says is wrong with the configuration: one line per failed run."""
+    runs = tools_parse(output)
+    if "check" not in runs:
+        tail = [line for line in output.strip().splitlines() if line.strip()][-3:]
+        return ["the MTA's tools did not run to the end: " + (" | ".join(tail) or "no output")]
+    out = []
+    for name, run in runs.items():
+        if run.status:
+            label = {"params": "postconf", "master": "postconf -M", "check": "check"}.get(name)
+            label = label or ("postalias -s " + name[6:] if name.startswith("alias ") else name)
+            lines = [line.strip() for line in (run.errors or run.output).splitlines() if line.strip()]
+            out.append(f"mta {label} (exit {run.status}): " + (" | ".join(lines[-5:]) or "no output"))
+    return out
 
 
 @dataclass(frozen=True)
@@ -267,7 +373,7 @@ def facts_parse(output: str) -> Facts:
         if sep:
             f.params[name.strip()] = value.strip()
     f.master = [line.split() for line in s.get("master", []) if line.strip() and not line.startswith((" ", "\t", "#"))]
-    f.tables = [t for t in s.get("tables", []) if t.strip()]
+    f.tables = sorted({t.strip() for t in s.get("tables", []) if t.strip()})
     for line in s.get("stat", []):
         st = _stat(line)
         if st is not None:
@@ -318,7 +424,7 @@ def host_facts(host: Any) -> Facts:
     cached = getattr(host, CACHE_ATTRIBUTE, None)
     if isinstance(cached, Facts):
         return cached
-    result = host.run("bash -c " + shlex.quote(facts_script()))
+    result = host.run(facts_command())
     facts = facts_parse(result.stdout)
     setattr(host, CACHE_ATTRIBUTE, facts)
     return facts

@@ -7,15 +7,19 @@ import json
 import os
 import subprocess
 import time
+from datetime import date
 from pathlib import Path
 
 import pytest
 
-from harden.audit import ERROR, FAIL, PASS, SKIP, audit, exit_status
+from harden.audit import ERROR, FAIL, PASS, SKIP, audit, audit_run, exit_status
+from harden.checks import checks_all
+from harden.checks.facts import facts_command, facts_parse, tools_command
 from harden.inventory import inventory_load
 from harden.lab import postfix as lab_postfix
 from harden.lab.fleet import run_on_host
 from harden.provision import provision
+from harden.transport import transport_for
 from tests.conftest import LabFixture
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root")
@@ -73,6 +77,32 @@ def test_good_broken_and_real_postfix_hosts(fresh_lab: LabFixture) -> None:
     assert "ESMTP Postfix (Debian/GNU)" in banner
     assert exit_status([first, second]) == 0 and exit_status([first, broken]) == 1
     assert elapsed < 30
+
+
+def test_facts_from_the_rollouts_tools_output_match_a_fresh_read(fresh_lab: LabFixture) -> None:
+    """harden rollout hands the audit its validation's tools output: the facts and verdicts of a fresh read."""
+    lab = fresh_lab
+    inv = inventory_load(lab.dir / "inventory.yml")
+    [host] = inv.select("gw2*")
+    assert provision(inv, "gw2*", audit_after=False)[0].status == "changed"
+    lab.ssh("gw2", f"{BREAKAGES['MTA-ALIAS-01']} && {BREAKAGES['MTA-JAIL-03']} && chmod g+w /etc/postfix/main.cf")
+    t = transport_for(host)
+    try:
+        tools = t.run(tools_command()).stdout
+        fresh = facts_parse(t.run(facts_command()).stdout)
+        given = facts_parse(t.run(facts_command(tools_given=True), stdin=tools.encode()).stdout)
+        assert fresh.check_status == 1 and any("writable: /etc/postfix/main.cf" in line for line in fresh.check_output)
+        assert fresh.aliases["hash:/etc/postfix/aliases"]["root"] == "root" and fresh.master and fresh.params
+        assert {(p.name, p.uid, p.root) for p in given.processes} == {(p.name, p.uid, p.root) for p in fresh.processes}
+        given.processes = fresh.processes = []
+        assert given == fresh
+        checks = checks_all()
+        plain, reused = (audit_run(host, t, checks, [], date.today(), output) for output in (None, tools))
+    finally:
+        t.close()
+    verdicts = {r.check.id: r.status for r in plain.results}
+    assert {r.check.id: r.status for r in reused.results} == verdicts
+    assert {"MTA-ALIAS-01", "MTA-JAIL-03"} <= {c for c, status in verdicts.items() if status == FAIL}
 
 
 def test_cli_reports_and_exit_status(lab: LabFixture, tmp_path: Path) -> None:

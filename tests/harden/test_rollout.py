@@ -154,6 +154,23 @@ def test_a_change_that_breaks_delivery_fails_on_the_canary_and_is_rolled_back(
     delivered_to_postmaster(lab, "gw1", lab.hosts[0].address)
 
 
+def test_a_change_the_host_refuses_is_put_back_before_any_reload(lab: LabFixture) -> None:
+    """The host's own validation (mta check) refuses a service account it does not have: nothing is reloaded."""
+    digests = {h.short: lab.ssh(h.short, "sha256sum /etc/postfix/main.cf").stdout for h in lab.hosts}
+    inventory = changed_inventory(lab, mail_owner="mailsvc")  # renders fine; no host has the account
+    result = rollout(inventory_load(inventory), serial="1,2,3")
+    assert result.status == "halted"
+    assert [h.status for h in result.hosts] == ["failed"] + ["untouched"] * 5
+    gw1 = result.hosts[0]
+    assert gw1.restored is True and gw1.rollback_error == ""
+    assert "apply: the host refuses the new configuration: mta check (exit 1)" in gw1.error
+    assert "main.cf, line" in gw1.error and "unknown user name value: mailsvc" in gw1.error
+    steps = [r["step"] for r in journal_records(lab.dir / "changed.yml.rollout.jsonl")
+             if r["type"] == "host" and r["host"] == "gw1.lab.example"]
+    assert steps == ["snapshot", "done"]  # never recorded as applied, never reloaded on the new files
+    assert {h.short: lab.ssh(h.short, "sha256sum /etc/postfix/main.cf").stdout for h in lab.hosts} == digests
+
+
 def test_killed_in_batch_2_then_resumed_changes_every_host_exactly_once(lab: LabFixture) -> None:
     original = main_cf(lab)
     inventory = changed_inventory(lab, smtpd_recipient_limit=100)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
-from harden.checks.facts import facts_parse, facts_script
+from harden.checks.facts import ToolRun, facts_parse, facts_script, tools_errors, tools_parse
 
 SAMPLE = """@@kind mta
 @@params
@@ -71,4 +71,52 @@ def test_no_mta_and_garbage() -> None:
 
 def test_script_is_valid_bash() -> None:
     done = subprocess.run(["bash", "-n", "-c", facts_script()], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+
+
+TOOLS_OK = """@@@params
+queue_directory = /var/spool/postfix
+@@@end params
+@@@rc params 0
+@@@master
+smtp       inet  n       -       y       -       -       smtpd
+@@@end master
+@@@rc master 0
+@@@alias hash:/etc/postfix/aliases
+root: mailadmin
+@@@end alias hash:/etc/postfix/aliases
+@@@rc alias hash:/etc/postfix/aliases 0
+@@@check
+@@@end check
+@@@rc check 0
+"""
+
+
+def test_tools_output_parsed_by_run() -> None:
+    runs = tools_parse(TOOLS_OK)
+    assert list(runs) == ["params", "master", "alias hash:/etc/postfix/aliases", "check"]
+    assert runs["params"] == ToolRun(0, "queue_directory = /var/spool/postfix", "")
+    assert runs["alias hash:/etc/postfix/aliases"].output == "root: mailadmin"
+    assert tools_errors(TOOLS_OK) == []
+
+
+def test_tools_errors_name_the_run_and_its_message() -> None:
+    failed = TOOLS_OK.replace("@@@rc params 0", "@@@stderr params\nmta/postconf: fatal: /etc/postfix/main.cf, line 3: "
+                              "missing '=' after attribute name\n@@@end stderr params\n@@@rc params 1")
+    failed = failed.replace("@@@check\n@@@end check\n@@@rc check 0",
+                            "@@@check\nmta/check: warning: group or other writable: /etc/postfix\n@@@end check\n"
+                            "@@@rc check 1")
+    assert tools_parse(failed)["params"].errors.endswith("missing '=' after attribute name")
+    assert tools_errors(failed) == [
+        "mta postconf (exit 1): mta/postconf: fatal: /etc/postfix/main.cf, line 3: missing '=' after attribute name",
+        "mta check (exit 1): mta/check: warning: group or other writable: /etc/postfix"]
+    # A runner that died (a broken bundle) before check reported: its last words.
+    crashed = "@@@params\n@@@end params\n@@@rc params 0\nTraceback (most recent call last):\nImportError: no mta\n"
+    assert tools_errors(crashed) == ["the MTA's tools did not run to the end: @@@rc params 0 | Traceback (most recent "
+                                     "call last): | ImportError: no mta"]
+
+
+def test_given_tools_script_is_valid_bash() -> None:
+    done = subprocess.run(["bash", "-n", "-c", facts_script(tools_given=True)], capture_output=True, text=True,
+                          timeout=30)
     assert done.returncode == 0, done.stderr
