@@ -118,8 +118,11 @@ def test_lifetime_expiry_bounces_to_sender(make_mta, scratch: Path) -> None:  # 
     mta = make_mta(aliases=f'stuck: "|{script}"\n', main_extra="maximal_queue_lifetime = 0\n")
     mta.start()
     send(mta, [f"stuck@{DOMAIN}"], sender=f"{U1}@{DOMAIN}", subject="will expire")
-    wait_for(lambda: len(maildir_messages(home(U1))) == 1, what="the bounce")
-    raw = maildir_messages(home(U1))[0]
+    # This message's bounce, picked by the subject it quotes: not whatever else reached U1's Maildir.
+    bounces = wait_for(lambda: [m for m in maildir_messages(home(U1)) if b"Subject: will expire" in m],
+                       what="the bounce")
+    assert isinstance(bounces, list) and len(bounces) == 1
+    raw: bytes = bounces[0]
     dsn = email.message_from_bytes(raw)
     assert dsn.get_content_type() == "multipart/report"
     assert dsn.get_param("report-type") == "delivery-status"
