@@ -4,7 +4,8 @@
 # of 3 SSH hosts (harden lab), provision them as hardened mail gateways (harden
 # provision), send a message to root at a gateway over SMTP and show it arrived in
 # the unprivileged account's Maildir, check and audit each gateway (harden audit,
-# also as an HTML report), break one and see the audit catch it. Works on a copy under
+# also as an HTML report), break one and see the audit catch it, then roll a change
+# out to the fleet in batches and see a bad one rolled back. Works on a copy under
 # .cache/demo; the example stays clean. The lab part needs root (namespaces, mounts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -94,6 +95,31 @@ echo "harden audit exit status: $status"
 
 step "provisioning repairs gw3, and audits what it changed"
 .venv/bin/harden provision -i "$lab/inventory.yml" -l 'gw3*'
+
+inventory_with() {  # inventory_with OUT NAME=YAML...: the lab's inventory with these variables for all hosts
+    .venv/bin/python - "$lab/inventory.yml" "$@" <<'PY'
+import sys, yaml
+data = yaml.safe_load(open(sys.argv[1]))
+for pair in sys.argv[3:]:
+    name, _, value = pair.partition("=")
+    data["all"]["vars"][name] = yaml.safe_load(value)
+open(sys.argv[2], "w").write(yaml.safe_dump(data, sort_keys=False))
+PY
+}
+
+step "roll a change out to the fleet (harden rollout --serial 1,100%: gw1 is the canary; each host is snapshotted, validated, reloaded, audited and sent a probe message)"
+inventory_with "$lab/limit100.yml" smtpd_recipient_limit=100
+COLUMNS=${COLUMNS:-140} .venv/bin/harden rollout -i "$lab/limit100.yml" --serial 1,100%
+
+step "drift against the original inventory (harden diff): exit status 1 and the diffs"
+status=0; .venv/bin/harden diff -i "$lab/inventory.yml" -l 'gw1*' || status=$?
+echo "harden diff exit status: $status"
+
+step "a change that breaks delivery (mydestination loses the host's own name) fails on the canary, which is restored; gw2 and gw3 are untouched"
+inventory_with "$lab/broken.yml" smtpd_recipient_limit=100 'mydestination=[localhost]'
+status=0; COLUMNS=${COLUMNS:-140} .venv/bin/harden rollout -i "$lab/broken.yml" --serial 1,100% || status=$?
+echo "harden rollout exit status: $status"
+.venv/bin/harden lab ssh --dir "$lab" gw1 'grep -E "^(mydestination|smtpd_recipient_limit) " /etc/postfix/main.cf'
 
 echo
 echo "The lab stays up for you to explore: .venv/bin/harden lab ssh --dir $lab gw1"
