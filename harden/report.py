@@ -29,15 +29,19 @@ from harden.provision import HostResult
 STYLE = {"ok": "green", "changed": "yellow", "failed": "bold red", "unreachable": "bold magenta"}
 
 
+def fleet_progress(console: Console, disable: bool) -> Progress:
+    """The progress bars of a fleet run (provision, rollout): spinner, text, bar, done/total, elapsed; gone at the end."""
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console, transient=True, disable=disable)
+
+
 class ProvisionReport:
     """Progress while provisioning, then the recap. Use as a context manager around the run."""
 
     def __init__(self, total: int, *, check: bool, diff: bool, as_json: bool, stream: TextIO | None = None) -> None:
         self.console = Console(file=stream or sys.stdout, highlight=False)
         self.check, self.diff, self.as_json = check, diff, as_json
-        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                                 MofNCompleteColumn(), TimeElapsedColumn(), console=self.console,
-                                 transient=True, disable=as_json or not self.console.is_terminal)
+        self.progress = fleet_progress(self.console, as_json or not self.console.is_terminal)
         self.task = self.progress.add_task("provisioning" + (" (check only)" if check else ""), total=total)
 
     def __enter__(self) -> "ProvisionReport":

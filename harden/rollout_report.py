@@ -15,18 +15,11 @@ from dataclasses import asdict
 from typing import TextIO
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
+from rich.progress import TaskID
 from rich.syntax import Syntax
 from rich.table import Table
 
+from harden.report import fleet_progress
 from harden.rollout import BatchOutcome, HostRollout, RolloutResult
 
 STYLE = {"changed": "yellow", "ok": "green", "failed": "bold red", "unreachable": "bold magenta",
@@ -42,9 +35,7 @@ class RolloutReport:
         self.console = Console(file=stream or sys.stdout, highlight=False, soft_wrap=True)
         self.check, self.diff, self.as_json = check, diff, as_json
         self.live = not as_json and self.console.is_terminal
-        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                                 MofNCompleteColumn(), TimeElapsedColumn(), console=self.console,
-                                 transient=True, disable=not self.live)
+        self.progress = fleet_progress(self.console, not self.live)
         self.overall = self.progress.add_task("rollout" + (" (check only)" if check else ""), total=total)
         self.tasks: dict[str, TaskID] = {}
         self.lock = threading.Lock()

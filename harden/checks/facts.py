@@ -157,13 +157,11 @@ if cd "$Q" 2>/dev/null; then
   [ -n "$T" ] && find $T -printf '%p|%U|%G|%u|%g|%m|%y\n'
 fi
 echo "@@jaildiff"
-S=; for f in {etc_files}; do [ -e "/etc/$f" ] && [ -e "$Q/etc/$f" ] && S="$S /etc/$f $Q/etc/$f"; done
-if [ -n "$S" ]; then
+N=; S=; for f in {etc_files}; do [ -e "/etc/$f" ] && [ -e "$Q/etc/$f" ] && {{ N="$N $f"; S="$S /etc/$f $Q/etc/$f"; }}; done
+if [ -n "$N" ]; then  # one md5sum for every pair (a cmp per file is a process each)
   declare -A H; SUMS=$(md5sum $S 2>/dev/null)
   while read -r h p; do H[$p]=$h; done <<< "$SUMS"
-  for f in {etc_files}; do
-    if [ -e "/etc/$f" ] && [ -e "$Q/etc/$f" ] && [ "${{H[/etc/$f]:-x}}" != "${{H[$Q/etc/$f]:-y}}" ]; then echo "etc/$f"; fi
-  done
+  for f in $N; do [ "${{H[/etc/$f]:-x}}" != "${{H[$Q/etc/$f]:-y}}" ] && echo "etc/$f"; done
 fi
 echo "@@hostfiles"
 for f in {etc_files}; do [ -e "/etc/$f" ] && echo "etc/$f"; done

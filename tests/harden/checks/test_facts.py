@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
+
 from harden.checks.facts import ToolRun, facts_parse, facts_script, tools_errors, tools_parse
 
 SAMPLE = """@@kind mta
@@ -69,8 +71,10 @@ def test_no_mta_and_garbage() -> None:
     assert f.stats == {} and f.processes == [] and f.check_status == 1
 
 
-def test_script_is_valid_bash() -> None:
-    done = subprocess.run(["bash", "-n", "-c", facts_script()], capture_output=True, text=True, timeout=30)
+@pytest.mark.parametrize("tools_given", [False, True])
+def test_script_is_valid_bash(tools_given: bool) -> None:
+    done = subprocess.run(["bash", "-n", "-c", facts_script(tools_given=tools_given)], capture_output=True,
+                          text=True, timeout=30)
     assert done.returncode == 0, done.stderr
 
 
@@ -114,9 +118,3 @@ def test_tools_errors_name_the_run_and_its_message() -> None:
     crashed = "@@@params\n@@@end params\n@@@rc params 0\nTraceback (most recent call last):\nImportError: no mta\n"
     assert tools_errors(crashed) == ["the MTA's tools did not run to the end: @@@rc params 0 | Traceback (most recent "
                                      "call last): | ImportError: no mta"]
-
-
-def test_given_tools_script_is_valid_bash() -> None:
-    done = subprocess.run(["bash", "-n", "-c", facts_script(tools_given=True)], capture_output=True, text=True,
-                          timeout=30)
-    assert done.returncode == 0, done.stderr
